@@ -1,0 +1,1 @@
+"""Autoencoder pretraining for image classification: Hydra stages, DVC pipeline, MLflow runs."""

@@ -1,0 +1,134 @@
+"""Config validation, the one-line error a user sees, and small file helpers."""
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+DATASETS = ("digits",)
+MODELS = ("dense",)
+
+
+class UserError(Exception):
+    """A problem with the user's config or files, reported as one line without a traceback."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a UserError into `error: <message>` on stderr and exit code 1."""
+    try:
+        yield
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every key the stages read; raise UserError naming the first bad one."""
+    _check(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name, f"one of {DATASETS}")
+    _check(cfg.model.name in MODELS, "model.name", cfg.model.name, f"one of {MODELS}")
+    _check(
+        _is_int(cfg.bottleneck) and cfg.bottleneck > 0,
+        "bottleneck",
+        cfg.bottleneck,
+        "a positive integer",
+    )
+    _check(
+        _is_number(cfg.dropout) and 0 <= cfg.dropout < 1,
+        "dropout",
+        cfg.dropout,
+        "a number in [0, 1)",
+    )
+    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
+    for key in ("dataset.test_size", "dataset.val_size"):
+        v = OmegaConf.select(cfg, key)
+        _check(_is_number(v) and 0 < v < 1, key, v, "a fraction in (0, 1)")
+    total = cfg.dataset.test_size + cfg.dataset.val_size
+    _check(
+        total < 1,
+        "dataset.test_size",
+        cfg.dataset.test_size,
+        "such that dataset.test_size + dataset.val_size < 1",
+    )
+    hidden = cfg.model.hidden
+    _check(
+        isinstance(hidden, ListConfig) and all(_is_int(u) and u > 0 for u in hidden),
+        "model.hidden",
+        hidden,
+        "a list of positive integers",
+    )
+    for stage in ("pretrain", "classify"):
+        for key in ("epochs", "batch_size"):
+            v = cfg[stage][key]
+            _check(_is_int(v) and v > 0, f"{stage}.{key}", v, "a positive integer")
+        lr = cfg[stage].learning_rate
+        _check(_is_number(lr) and 0 < lr <= 1, f"{stage}.learning_rate", lr, "a number in (0, 1]")
+    _check(
+        _is_int(cfg.classify.head_units) and cfg.classify.head_units > 0,
+        "classify.head_units",
+        cfg.classify.head_units,
+        "a positive integer",
+    )
+    _check(
+        isinstance(cfg.classify.freeze_encoder, bool),
+        "classify.freeze_encoder",
+        cfg.classify.freeze_encoder,
+        "true or false",
+    )
+
+
+def select_params(cfg: DictConfig, keys: list[str]) -> dict[str, Any]:
+    """Flatten the config sections named in `keys` into dotted names, as MLflow params."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, DictConfig):
+            out.update(select_params(cfg, [f"{key}.{k}" for k in value]))
+        else:
+            out[key] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    return out
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Short hash of the resolved config: the same for every stage of one `dvc repro`."""
+    return hashlib.sha1(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:12]
+
+
+def file_md5(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`, renamed into place only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {path.parent}: {e.strerror}") from None
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,102 @@
+"""MLflow runs, a per-epoch metrics callback and model logging; no-ops when mlflow is off."""
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import UserError, config_hash
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@contextmanager
+def start_run(
+    cfg: DictConfig, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun | None]:
+    """Start an MLflow run with params, tags and the resolved config; it ends FAILED on error."""
+    if not cfg.mlflow.enabled:
+        yield None
+        return
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(cfg.mlflow.experiment_name)
+    except Exception as e:
+        raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({e})") from None
+    all_tags = {"pipeline_id": config_hash(cfg), **(tags or {})}
+    if commit := git_commit():
+        all_tags["mlflow.source.git.commit"] = commit
+    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        log.info("MLflow run %s (%s) in %s", run.info.run_id, run_name, uri)
+        yield run
+
+
+class MetricsCallback(keras.callbacks.Callback):
+    """Log every epoch's metrics (loss, val_loss, ...) to the active MLflow run, with a prefix."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = {f"{self.prefix}{k}": float(v) for k, v in (logs or {}).items()}
+        mlflow.log_metrics(metrics, step=epoch, synchronous=False)
+
+
+def callbacks(prefix: str) -> list[keras.callbacks.Callback]:
+    return [MetricsCallback(prefix)] if mlflow.active_run() else []
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    if mlflow.active_run():
+        mlflow.set_tags(tags)
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    if mlflow.active_run():
+        mlflow.log_metrics(metrics)
+
+
+def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    if mlflow.active_run():
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_model(model: keras.Model, name: str, x_example: np.ndarray) -> None:
+    """Log a Keras model with a signature, an input example and explicit pip requirements."""
+    if not mlflow.active_run():
+        return
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    x_example = x_example[:5]
+    signature = infer_signature(x_example, model.predict(x_example, verbose=0))
+    mlflow.tensorflow.log_model(
+        model,
+        name=name,
+        signature=signature,
+        input_example=x_example,
+        pip_requirements=[
+            f"tensorflow=={tf.__version__}",
+            f"keras=={keras.__version__}",
+            f"numpy=={np.__version__}",
+        ],
+    )

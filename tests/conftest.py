@@ -1,0 +1,46 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_cfg(*overrides: str):
+    """Compose the real conf/ with overrides, as the stages' @hydra.main does."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from src import data
+
+    return data.prepare("digits", test_size=0.2, val_size=0.1, seed=0)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's code and config in a temporary folder, as a user's clone."""
+    for name in ("src", "conf"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def run_cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m ...` (or another command) in cwd with a private MLflow store."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+    cmd = [sys.executable, *args] if args[0] == "-m" else list(args)
+    if args[0] == "dvc":
+        cmd = [sys.executable, "-m", "dvc", *args[1:]]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc

@@ -1,0 +1,122 @@
+"""End-to-end: the stages through their command lines, in a temporary copy of the project."""
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, run_cli
+
+TINY = ["pretrain.epochs=2", "classify.epochs=2"]
+
+
+def _client(project) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _runs(project) -> dict:
+    client = _client(project)
+    exp = client.get_experiment_by_name("ae-classify")
+    runs = client.search_runs([exp.experiment_id])
+    return {r.info.run_name: r for r in runs}
+
+
+def test_four_stages_write_models_metrics_and_mlflow_runs(project):
+    for stage in ("prepare", "pretrain", "classify", "evaluate"):
+        run_cli(project, "-m", f"src.{stage}", *TINY)
+
+    from src import models
+
+    encoder = models.load(project / "models/encoder.keras")
+    assert encoder.output_shape == (None, 32)
+    classifier = models.load(project / "models/classifier.keras")
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert 0.2 < metrics["test_accuracy"] <= 1  # above chance (0.1) after 2+2 epochs
+    assert metrics["bottleneck"] == 32 and np.isfinite(metrics["test_loss"])
+    x = np.load(project / "data/prepared.npz")["x_test"][:3]
+    assert classifier.predict(x, verbose=0).shape == (3, 10)
+    for png in ("history.png", "confusion_matrix.png"):
+        assert (project / "reports/figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (project / "reports/predictions.csv").read_text().startswith("actual,predicted\n")
+
+    runs = _runs(project)
+    assert set(runs) == {"prepare", "pretrain", "classify", "evaluate"}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert len({r.data.tags["pipeline_id"] for r in runs.values()}) == 1  # findable together
+    assert len({r.data.tags["data_hash"] for r in runs.values()}) == 1
+    assert runs["pretrain"].data.params["bottleneck"] == "32"
+    assert "dropout" not in runs["pretrain"].data.params  # only the keys the stage reads
+    assert runs["classify"].data.params["classify.freeze_encoder"] == "True"
+    client = _client(project)
+    for run, key in [("pretrain", "pretrain/val_loss"), ("classify", "classify/val_accuracy")]:
+        history = client.get_metric_history(runs[run].info.run_id, key)
+        assert [m.step for m in history] == [0, 1]
+    assert runs["evaluate"].data.metrics["test_accuracy"] == pytest.approx(
+        metrics["test_accuracy"]
+    )
+    artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in artifacts
+    logged = mlflow.search_logged_models(
+        experiment_ids=[runs["pretrain"].info.experiment_id], output_format="list"
+    )
+    assert {m.name for m in logged} == {"encoder", "autoencoder", "classifier"}
+
+
+def test_bad_bottleneck_is_one_line_naming_the_key(project):
+    proc = run_cli(project, "-m", "src.pretrain", "bottleneck=0", check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: bottleneck=0") and "positive integer" in last
+
+
+def test_failing_stage_ends_its_run_failed_and_keeps_outputs(project):
+    run_cli(project, "-m", "src.prepare", *TINY)
+    run_cli(project, "-m", "src.pretrain", *TINY)
+    encoder_bytes = (project / "models/encoder.keras").read_bytes()
+    proc = run_cli(project, "-m", "src.classify", "bottleneck=16", *TINY, check=False)
+    assert proc.returncode != 0 and "bottleneck=16" in proc.stderr.splitlines()[-1]
+    assert _runs(project)["classify"].info.status == "FAILED"
+    assert (project / "models/encoder.keras").read_bytes() == encoder_bytes
+    assert not (project / "models/classifier.keras").exists()
+
+
+def test_train_multirun_writes_into_hydra_job_folders(project):
+    run_cli(project, "-m", "src.train", "bottleneck=4,8", *TINY, "-m")
+    jobs = sorted(p.parent.parent for p in project.glob("multirun/*/*/*/reports/metrics.json"))
+    assert len(jobs) == 2
+    for job, bottleneck in zip(jobs, [4, 8], strict=True):
+        assert json.loads((job / "reports/metrics.json").read_text())["bottleneck"] == bottleneck
+        assert (job / "models/classifier.keras").is_file()
+    assert not (project / "models").exists()  # the DVC outputs are untouched
+    runs = _runs(project)
+    assert {r.data.params["bottleneck"] for r in runs.values()} == {"4", "8"}
+    assert all("test_accuracy" in r.data.metrics for r in runs.values())
+
+
+def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
+    shutil.copytree(ROOT / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    run_cli(project, "git", "init", "-q")
+    run_cli(project, "git", "config", "user.email", "test@example.com")
+    run_cli(project, "git", "config", "user.name", "test")
+    run_cli(project, "-m", "src.params", *TINY)
+    run_cli(project, "git", "add", "-A")
+    run_cli(project, "git", "commit", "-qm", "init")
+
+    run_cli(project, "dvc", "repro")
+    assert "up to date" in run_cli(project, "dvc", "repro").stdout
+    metrics = json.loads(run_cli(project, "dvc", "metrics", "show", "--json").stdout)
+    assert metrics  # dvc reads reports/metrics.json
+
+    run_cli(project, "git", "add", "-A")
+    run_cli(project, "git", "commit", "-qm", "baseline")
+    run_cli(project, "dvc", "exp", "run", "-S", "bottleneck=16", *[f"-S{o}" for o in TINY])
+    from src import models
+
+    assert models.load(project / "models/encoder.keras").output_shape == (None, 16)
+    assert json.loads((project / "reports/metrics.json").read_text())["bottleneck"] == 16
+    shown = run_cli(project, "dvc", "exp", "show", "--csv").stdout
+    assert "bottleneck" in shown and "test_accuracy" in shown
