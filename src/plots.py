@@ -48,3 +48,55 @@ def confusion(
     )
     ax.set_title(f"Confusion matrix on the test set (accuracy {np.mean(y_true == y_pred):.3f})")
     _save(fig, path)
+
+
+def _grid(rows: list[dict]) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """Mean and std of test accuracy over seeds, on a dropout x bottleneck grid."""
+    bottlenecks = sorted({r["bottleneck"] for r in rows})
+    dropouts = sorted({r["dropout"] for r in rows})
+    mean = np.full((len(dropouts), len(bottlenecks)), np.nan)
+    std = np.full_like(mean, np.nan)
+    for i, d in enumerate(dropouts):
+        for j, b in enumerate(bottlenecks):
+            acc = [r["test_accuracy"] for r in rows if r["bottleneck"] == b and r["dropout"] == d]
+            if acc:
+                mean[i, j], std[i, j] = np.mean(acc), np.std(acc)
+    return bottlenecks, dropouts, mean, std
+
+
+def sweep_heatmap(rows: list[dict], path: str | Path) -> None:
+    """Test accuracy over bottleneck x dropout (mean ± std over seeds when seeds repeat)."""
+    bottlenecks, dropouts, mean, std = _grid(rows)
+    n_seeds = len({r["seed"] for r in rows})
+    fig = Figure(figsize=(1.6 * len(bottlenecks) + 2.5, 0.9 * len(dropouts) + 2))
+    ax = fig.subplots()
+    image = ax.imshow(mean, cmap="viridis", aspect="auto", origin="lower")
+    fig.colorbar(image, ax=ax, label="test accuracy")
+    for i in range(len(dropouts)):
+        for j in range(len(bottlenecks)):
+            if np.isfinite(mean[i, j]):
+                text = f"{mean[i, j]:.3f}" + (f"\n± {std[i, j]:.3f}" if n_seeds > 1 else "")
+                ax.text(j, i, text, ha="center", va="center", color="white", fontsize=9)
+    ax.set_xticks(range(len(bottlenecks)), [str(b) for b in bottlenecks])
+    ax.set_yticks(range(len(dropouts)), [str(d) for d in dropouts])
+    seeds = f" (mean ± std over {n_seeds} seeds)" if n_seeds > 1 else ""
+    ax.set(xlabel="bottleneck units", ylabel="dropout", title=f"Test accuracy{seeds}")
+    _save(fig, path)
+
+
+def sweep_lines(rows: list[dict], path: str | Path) -> None:
+    """Test accuracy against bottleneck size, one line per dropout rate."""
+    bottlenecks, dropouts, mean, std = _grid(rows)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for i, d in enumerate(dropouts):
+        ax.errorbar(bottlenecks, mean[i], yerr=std[i], marker="o", capsize=3, label=f"{d}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bottlenecks, [str(b) for b in bottlenecks])
+    ax.set(
+        xlabel="bottleneck units",
+        ylabel="test accuracy",
+        title="Test accuracy against bottleneck size",
+    )
+    ax.legend(title="dropout")
+    _save(fig, path)

@@ -25,28 +25,53 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-@contextmanager
-def start_run(
-    cfg: DictConfig, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None
-) -> Iterator[mlflow.ActiveRun | None]:
-    """Start an MLflow run with params, tags and the resolved config; it ends FAILED on error."""
-    if not cfg.mlflow.enabled:
-        yield None
-        return
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
+def tracking_uri(cfg: DictConfig) -> str:
+    """MLFLOW_TRACKING_URI in the environment wins over mlflow.tracking_uri."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
+
+
+def setup(cfg: DictConfig) -> str:
+    """Point MLflow at the store and create the experiment if needed; return the store URI."""
+    uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     try:
         mlflow.set_experiment(cfg.mlflow.experiment_name)
     except Exception as e:
         raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({e})") from None
+    return uri
+
+
+@contextmanager
+def start_run(
+    cfg: DictConfig,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[mlflow.ActiveRun | None]:
+    """Start an MLflow run with params, tags and the resolved config.
+
+    The run ends FAILED with the error as a tag when the block raises, KILLED on Ctrl-C.
+    """
+    if not cfg.mlflow.enabled:
+        yield None
+        return
+    uri = setup(cfg)
     all_tags = {"pipeline_id": config_hash(cfg), **(tags or {})}
     if commit := git_commit():
         all_tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+    with mlflow.start_run(run_name=run_name, tags=all_tags, parent_run_id=parent_run_id) as run:
         mlflow.log_params(params)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         log.info("MLflow run %s (%s) in %s", run.info.run_id, run_name, uri)
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException as e:
+            mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+            raise
 
 
 class MetricsCallback(keras.callbacks.Callback):
@@ -63,6 +88,11 @@ class MetricsCallback(keras.callbacks.Callback):
 
 def callbacks(prefix: str) -> list[keras.callbacks.Callback]:
     return [MetricsCallback(prefix)] if mlflow.active_run() else []
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
 
 
 def set_tags(tags: dict[str, str]) -> None:

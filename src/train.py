@@ -1,49 +1,161 @@
-"""The whole experiment for one config in one process: prepare (cached) -> pretrain -> classify
--> evaluate, written into Hydra's job output folder so that `-m` sweeps never collide."""
+"""The whole experiment for one config in one process: prepare (cached) -> pretrain (cached) ->
+classify -> evaluate, written into Hydra's job output folder so that `-m` sweeps never collide.
 
+In a sweep (`-m`), src.sweep.SweepCallback makes the parent MLflow run; each point is a child
+run, and a point that fails is recorded (run FAILED, result.json) while the others go on.
+"""
+
+import json
 import logging
+import os
+import shutil
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import config_hash, file_md5, select_params, user_errors, validate
+from src.config import (
+    atomic_path,
+    config_hash,
+    file_md5,
+    select_params,
+    user_errors,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
 PARAMS = ["dataset", "model", "bottleneck", "dropout", "seed", "pretrain", "classify"]
+PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # set by src.sweep.SweepCallback
+SRC = Path(__file__).resolve().parent
 
 
 def prepared_data(cfg: DictConfig) -> tuple[dict, Path]:
     """Prepared arrays for cfg.dataset and cfg.seed, cached under paths.cache by their config."""
+    from filelock import FileLock
+
     from src import data
 
     key = config_hash(OmegaConf.create({"dataset": cfg.dataset, "seed": cfg.seed}))
     path = Path(cfg.paths.cache) / f"prepared-{cfg.dataset.name}-{key}.npz"
-    if not path.is_file():
-        d = cfg.dataset
-        data.save(data.prepare(d.name, d.test_size, d.val_size, cfg.seed), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            d = cfg.dataset
+            data.save(data.prepare(d.name, d.test_size, d.val_size, cfg.seed), path)
     return data.load(path), path
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    with user_errors():
-        validate(cfg)
-        from src import classify, evaluate, pretrain, tracking
+def autoencoder_key(cfg: DictConfig, data_hash: str) -> str:
+    """Everything the autoencoder depends on: data, model, bottleneck, seed, pretrain, code."""
+    inputs = {
+        "data_hash": data_hash,
+        "model": cfg.model,
+        "bottleneck": cfg.bottleneck,
+        "seed": cfg.seed,
+        "pretrain": cfg.pretrain,
+        "code": [file_md5(SRC / f) for f in ("models.py", "pretrain.py")],
+    }
+    return config_hash(OmegaConf.create(inputs))
 
-        hc = HydraConfig.get()
-        out = Path(hc.runtime.output_dir)
-        arrays, data_path = prepared_data(cfg)
-        tags = {"stage": "train", "data_hash": file_md5(data_path), "output_dir": str(out)}
-        run_name = hc.job.override_dirname or "train"
-        with tracking.start_run(cfg, run_name, select_params(cfg, PARAMS), tags):
-            pretrain.run(cfg, arrays, out)
-            classify.run(cfg, arrays, out)
-            metrics = evaluate.run(cfg, arrays, out)
-        log.info("outputs in %s", out)
-        return metrics["test_accuracy"]
+
+def pretrained(cfg: DictConfig, arrays: dict, out: Path, data_hash: str) -> str | None:
+    """Put encoder, autoencoder and history under `out`: from the cache, or trained and cached.
+
+    Returns the MLflow run id that trained the autoencoder. A file lock makes parallel jobs
+    with the same key wait for one training instead of training twice.
+    """
+    from filelock import FileLock
+
+    from src import pretrain, tracking
+
+    p = cfg.paths
+    files = [p.encoder, p.autoencoder, p.pretrain_history]
+    if not cfg.sweep.reuse_autoencoder:
+        pretrain.run(cfg, arrays, out)
+        return tracking.active_run_id()
+    key = autoencoder_key(cfg, data_hash)
+    cached = Path(p.cache) / "autoencoders" / key
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{cached}.lock"):
+        if (cached / "run.json").is_file():
+            for f in files:
+                (out / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(cached / f, out / f)
+            trained_by = json.loads((cached / "run.json").read_text())["run_id"]
+            log.info("reusing autoencoder %s (trained by run %s)", key, trained_by)
+            return trained_by
+        pretrain.run(cfg, arrays, out)
+        trained_by = tracking.active_run_id()
+        tmp = cached.with_name(f".{key}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for f in files:
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out / f, tmp / f)
+        (tmp / "run.json").write_text(json.dumps({"run_id": trained_by}))
+        os.replace(tmp, cached)  # the cache entry appears whole or not at all
+        return trained_by
+
+
+def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict:
+    """Run one point of the experiment; return its result (metrics, run ids, time)."""
+    import keras
+
+    from src import classify, evaluate, tracking
+
+    keras.backend.clear_session()  # sweep points share one process
+    start = time.perf_counter()
+    arrays, data_path = prepared_data(cfg)
+    data_hash = file_md5(data_path)
+    tags = {"stage": "train", "data_hash": data_hash, "output_dir": str(out)}
+    parent = os.environ.get(PARENT_RUN_ENV)
+    params = select_params(cfg, PARAMS)
+    with tracking.start_run(cfg, run_name, params, tags, parent_run_id=parent):
+        autoencoder_run_id = pretrained(cfg, arrays, out, data_hash)
+        if autoencoder_run_id:
+            tracking.set_tags({"autoencoder_run_id": autoencoder_run_id})
+        classify.run(cfg, arrays, out)
+        metrics = evaluate.run(cfg, arrays, out)
+        seconds = time.perf_counter() - start
+        tracking.log_metrics({"train_seconds": seconds})
+        run_id = tracking.active_run_id()
+    return {
+        **metrics,
+        "train_seconds": seconds,
+        "run_id": run_id,
+        "autoencoder_run_id": autoencoder_run_id,
+    }
+
+
+def write_result(out: Path, cfg: DictConfig, status: str, **fields) -> None:
+    """result.json in the job folder: what src.sweep summarises, with or without MLflow."""
+    point = {k: cfg[k] for k in ("bottleneck", "dropout", "seed")}
+    with atomic_path(out / "result.json") as tmp:
+        tmp.write_text(json.dumps({"status": status, **point, **fields}, indent=2) + "\n")
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    run_name = hc.job.override_dirname or "train"
+    try:
+        with user_errors():
+            validate(cfg)
+            result = train_point(cfg, out, run_name)
+    except (Exception, SystemExit) as e:
+        message = str(e).removeprefix("error: ")
+        write_result(out, cfg, "FAILED", error=f"{type(e).__name__}: {message}")
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        log.error("sweep point %s failed: %s", run_name, message)
+        return None
+    write_result(out, cfg, "FINISHED", **result)
+    log.info("outputs in %s", out)
+    return result["test_accuracy"]
 
 
 if __name__ == "__main__":

@@ -44,3 +44,16 @@ def run_cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_mlflow_store(tmp_path_factory):
+    """Keep the test process itself off the repository's mlflow.db."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old

@@ -1,0 +1,116 @@
+"""Sweeps: parent/child MLflow runs, autoencoder reuse, joblib, failures, summary, champion."""
+
+import csv
+import json
+
+from mlflow import MlflowClient
+
+from src import train
+from tests.conftest import make_cfg, run_cli
+
+TINY = ["pretrain.epochs=2", "classify.epochs=2"]
+
+
+def _client(project) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _runs(client: MlflowClient) -> list:
+    exp = client.get_experiment_by_name("ae-classify")
+    return client.search_runs([exp.experiment_id])
+
+
+def test_joblib_sweep_parent_children_reuse_summary_and_champion(project):
+    run_cli(
+        project, "-m", "src.train", "bottleneck=4,8", "dropout=0.0,0.5", *TINY,
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "-m",
+    )  # fmt: skip
+    client = _client(project)
+    runs = _runs(client)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.info.run_name == "bottleneck=4,8 dropout=0.0,0.5 " + " ".join(TINY)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4  # two parallel jobs on one SQLite file lost no run
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {(c.data.params["bottleneck"], c.data.params["dropout"]) for c in children} == {
+        ("4", "0.0"), ("4", "0.5"), ("8", "0.0"), ("8", "0.5"),
+    }  # fmt: skip
+    # each autoencoder trained once (by one child), reused by the other child with its bottleneck
+    trained_by = {c.data.tags["autoencoder_run_id"] for c in children}
+    assert len(trained_by) == 2 and trained_by <= {c.info.run_id for c in children}
+    for b in ("4", "8"):
+        assert len({c.data.tags["autoencoder_run_id"] for c in children
+                    if c.data.params["bottleneck"] == b}) == 1  # fmt: skip
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert {"summary/summary.csv", "summary/accuracy_heatmap.png"} <= artifacts
+    sweep_dir = next(project.glob("multirun/*/*"))
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert len(rows) == 4 and all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
+    assert (sweep_dir / "accuracy_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+    best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
+    version = client.get_model_version_by_alias("ae-classify-classifier", "champion")
+    assert version.run_id == best.info.run_id
+    assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
+
+
+def test_failed_point_does_not_stop_the_sweep(project):
+    # bottleneck=100 is larger than the 64 input pixels: that point fails inside its run
+    proc = run_cli(project, "-m", "src.train", "bottleneck=4,100", *TINY, "-m", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "1 of 2 sweep points failed" in last and "bottleneck=100" in last
+    runs = {r.data.params.get("bottleneck"): r for r in _runs(_client(project))}
+    assert runs["4"].info.status == "FINISHED" and "test_accuracy" in runs["4"].data.metrics
+    assert runs["100"].info.status == "FAILED"
+    assert "larger than the 64 input pixels" in runs["100"].data.tags["error"]
+    parent = runs[None]  # the parent run has no params
+    assert parent.info.status == "FAILED"
+    jobs = sorted(project.glob("multirun/*/*/[0-9]"))
+    results = [json.loads((j / "result.json").read_text()) for j in jobs]
+    assert [r["status"] for r in results] == ["FINISHED", "FAILED"]
+    assert (jobs[0] / "models/classifier.keras").is_file()
+    assert not (project / "models").exists()  # DVC outputs untouched
+
+
+def test_autoencoder_key_depends_on_pretrain_settings_only():
+    base = train.autoencoder_key(make_cfg(), "d")
+    for override in ["dropout=0.5", "classify.epochs=7", "classify.freeze_encoder=false"]:
+        assert train.autoencoder_key(make_cfg(override), "d") == base, override
+    for override in ["pretrain.learning_rate=0.01", "pretrain.epochs=3", "bottleneck=8",
+                     "seed=1", "model.hidden=[32]"]:  # fmt: skip
+        assert train.autoencoder_key(make_cfg(override), "d") != base, override
+    assert train.autoencoder_key(make_cfg(), "other data") != base
+
+
+def test_changed_pretrain_setting_never_reuses_a_stale_autoencoder(tmp_path, digits, monkeypatch):
+    from src import pretrain
+
+    calls = []
+    real_run = pretrain.run
+    monkeypatch.setattr(pretrain, "run", lambda *a: calls.append(1) or real_run(*a))
+
+    def point(*overrides):
+        cfg = make_cfg("mlflow.enabled=false", f"paths.cache={tmp_path / 'cache'}", *overrides)
+        out = tmp_path / f"job{len(list(tmp_path.glob('job*')))}"
+        train.pretrained(cfg, digits, out, "data")
+        return out
+
+    point("pretrain.epochs=1", "dropout=0.0")
+    out = point("pretrain.epochs=1", "dropout=0.5")
+    assert len(calls) == 1 and (out / "models/encoder.keras").is_file()
+    point("pretrain.epochs=2")
+    assert len(calls) == 2
+    point("pretrain.epochs=2", "sweep.reuse_autoencoder=false")
+    assert len(calls) == 3
+
+
+def test_single_run_without_mlflow_writes_result(project):
+    run_cli(project, "-m", "src.train", "bottleneck=4", "mlflow.enabled=false", *TINY)
+    result = json.loads(next(project.glob("outputs/*/*/result.json")).read_text())
+    assert result["status"] == "FINISHED" and result["bottleneck"] == 4
+    assert result["run_id"] is None and 0 <= result["test_accuracy"] <= 1
+    assert not (project / "mlflow.db").exists()
