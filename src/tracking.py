@@ -3,9 +3,10 @@
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
 import mlflow
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config import UserError, config_hash
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def git_commit() -> str | None:
@@ -23,6 +25,19 @@ def git_commit() -> str | None:
     except OSError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def retry_locked(fn: Callable[..., T], *args: Any, tries: int = 8, **kwargs: Any) -> T:
+    """Call fn, retrying with backoff while a shared SQLite store says "database is locked"."""
+    for attempt in range(tries):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if "database is locked" not in str(e) or attempt == tries - 1:
+                raise
+            log.warning("MLflow store is locked, retrying (%d/%d)", attempt + 1, tries)
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -35,7 +50,7 @@ def setup(cfg: DictConfig) -> str:
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     try:
-        mlflow.set_experiment(cfg.mlflow.experiment_name)
+        retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
     except Exception as e:
         raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({e})") from None
     return uri
@@ -60,7 +75,10 @@ def start_run(
     all_tags = {"pipeline_id": config_hash(cfg), **(tags or {})}
     if commit := git_commit():
         all_tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_name=run_name, tags=all_tags, parent_run_id=parent_run_id) as run:
+    active = retry_locked(
+        mlflow.start_run, run_name=run_name, tags=all_tags, parent_run_id=parent_run_id
+    )
+    with active as run:
         mlflow.log_params(params)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         log.info("MLflow run %s (%s) in %s", run.info.run_id, run_name, uri)

@@ -60,6 +60,12 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     assert "evaluation/confusion_matrix.png" in artifacts
     logged = client.search_logged_models(experiment_ids=[runs["pretrain"].info.experiment_id])
     assert {m.name for m in logged} == {"encoder", "autoencoder", "classifier"}
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    uri = next(m.model_uri for m in logged if m.name == "classifier")
+    served = mlflow.pyfunc.load_model(uri)  # the logged model loads and predicts as saved
+    np.testing.assert_allclose(served.predict(x), classifier.predict(x, verbose=0), atol=1e-5)
 
 
 def test_bad_bottleneck_is_one_line_naming_the_key(project):

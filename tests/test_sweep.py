@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 from mlflow import MlflowClient
 
 from src import train
@@ -114,3 +115,27 @@ def test_single_run_without_mlflow_writes_result(project):
     assert result["status"] == "FINISHED" and result["bottleneck"] == 4
     assert result["run_id"] is None and 0 <= result["test_accuracy"] <= 1
     assert not (project / "mlflow.db").exists()
+
+
+def test_retry_locked_retries_only_lock_errors(monkeypatch):
+    from src import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    attempts = []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.retry_locked(flaky) == "ok" and len(attempts) == 3
+
+    def broken():
+        attempts.append(1)
+        raise RuntimeError("no such table: runs")
+
+    attempts.clear()
+    with pytest.raises(RuntimeError, match="no such table"):
+        tracking.retry_locked(broken)
+    assert len(attempts) == 1

@@ -1,0 +1,90 @@
+"""Sweep benchmark: a 3x3 Hydra sweep with autoencoder reuse vs the same 9 points as independent
+runs, and a 2x2 sweep with the joblib launcher (2 jobs) vs the basic (sequential) launcher.
+
+Usage: python benchmarks/sweep.py [--bottlenecks 4,8,16] [--dropouts 0.0,0.25,0.5] [override ...]
+Each command runs with its own temporary MLflow store, cache and sweep folder; prints a table.
+"""
+
+import argparse
+import csv
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(args: list[str], workdir: Path) -> float:
+    """Wall time of `python -m src.train ARGS` with a private store, cache and output folder."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.train",
+        f"paths.cache={workdir / 'cache'}",
+        f"hydra.sweep.dir={workdir / 'multirun'}",
+        f"hydra.run.dir={workdir / 'run'}",
+        *args,
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def mean_accuracy(workdir: Path) -> float:
+    rows = list(csv.DictReader((workdir / "multirun/summary.csv").open()))
+    return sum(float(r["test_accuracy"]) for r in rows) / len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bottlenecks", default="4,8,16")
+    parser.add_argument("--dropouts", default="0.0,0.25,0.5")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    a = parser.parse_args()
+    grid = [f"bottleneck={a.bottlenecks}", f"dropout={a.dropouts}", *a.overrides]
+    points = [(b, d) for b in a.bottlenecks.split(",") for d in a.dropouts.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep_dir = Path(tmp) / "sweep"
+        sweep = timed([*grid, "-m"], sweep_dir)
+        rows.append(
+            ("3x3 sweep, autoencoders reused (1 process)", sweep, mean_accuracy(sweep_dir))
+        )
+        independent = sum(
+            timed(
+                [f"bottleneck={b}", f"dropout={d}", "sweep.reuse_autoencoder=false", *a.overrides],
+                Path(tmp) / f"point-{b}-{d}",
+            )  # fmt: skip
+            for b, d in points
+        )
+        rows.append((f"{len(points)} independent runs (1 process each)", independent, None))
+        small = ["bottleneck=4,8", "dropout=0.0,0.5", *a.overrides]
+        seq_dir, par_dir = Path(tmp) / "seq", Path(tmp) / "par"
+        sequential = timed([*small, "-m"], seq_dir)
+        rows.append(("2x2 sweep, basic launcher (sequential)", sequential, mean_accuracy(seq_dir)))
+        parallel = timed(
+            [*small, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "-m"], par_dir
+        )
+        rows.append(("2x2 sweep, joblib launcher, 2 jobs", parallel, mean_accuracy(par_dir)))
+
+    print(
+        f"# sweep benchmark, {date.today()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; command: python benchmarks/sweep.py {' '.join(sys.argv[1:])}"
+    )
+    print(f"| {'setting':<45} | wall time (s) | mean test accuracy |")
+    print(f"|{'-' * 47}|---------------|--------------------|")
+    for name, seconds, accuracy in rows:
+        acc = f"{accuracy:.4f}" if accuracy is not None else "-"
+        print(f"| {name:<45} | {seconds:>13.1f} | {acc:>18} |")
+    print(f"\nsweep / independent = {sweep / independent:.2f} (target <= 0.5)")
+    print(f"joblib 2 jobs / sequential = {parallel / sequential:.2f}")
+
+
+if __name__ == "__main__":
+    main()
