@@ -23,14 +23,18 @@ def digits():
     return data.prepare("digits", test_size=0.2, val_size=0.1, seed=0)
 
 
+def copy_project(dest: Path) -> Path:
+    """A copy of the project's code and config in `dest`, as in a user's clone."""
+    for name in ("src", "conf"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+        shutil.copy(ROOT / name, dest / name)
+    return dest
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the project's code and config in a temporary folder, as a user's clone."""
-    for name in ("src", "conf"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    return tmp_path
+    return copy_project(tmp_path)
 
 
 def run_cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

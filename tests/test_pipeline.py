@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from src.config import file_md5
 from tests.conftest import ROOT, run_cli
 
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
@@ -110,3 +111,15 @@ def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
     assert json.loads((project / "reports/metrics.json").read_text())["bottleneck"] == 16
     shown = run_cli(project, "dvc", "exp", "show", "--csv").stdout
     assert "bottleneck" in shown and "test_accuracy" in shown
+
+    # a DVC remote (a local folder here; S3, GCS, SSH... for users): push, lose, pull back
+    run_cli(project, "dvc", "remote", "add", "-d", "storage", str(project.parent / "remote"))
+    run_cli(project, "dvc", "push")
+    outputs = ["data/prepared.npz", "models/encoder.keras", "models/autoencoder.keras",
+               "models/classifier.keras", "reports/figures/history.png"]  # fmt: skip
+    before = {o: file_md5(project / o) for o in outputs}
+    shutil.rmtree(project / ".dvc/cache")
+    for o in outputs:
+        (project / o).unlink()
+    run_cli(project, "dvc", "pull")
+    assert {o: file_md5(project / o) for o in outputs} == before

@@ -2,12 +2,21 @@
 
 import csv
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from src import train
-from tests.conftest import make_cfg, run_cli
+from tests.conftest import copy_project, make_cfg, run_cli
 
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
 
@@ -21,11 +30,19 @@ def _runs(client: MlflowClient) -> list:
     return client.search_runs([exp.experiment_id])
 
 
-def test_joblib_sweep_parent_children_reuse_summary_and_champion(project):
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A project after a 2x2 sweep with two parallel joblib jobs on one SQLite store."""
+    project = copy_project(tmp_path_factory.mktemp("swept"))
     run_cli(
         project, "-m", "src.train", "bottleneck=4,8", "dropout=0.0,0.5", *TINY,
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "-m",
     )  # fmt: skip
+    return project
+
+
+def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
+    project = swept
     client = _client(project)
     runs = _runs(client)
     parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
@@ -56,6 +73,51 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(project):
     version = client.get_model_version_by_alias("ae-classify-classifier", "champion")
     assert version.run_id == best.info.run_id
     assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_champion_serves_over_http(swept):
+    """`mlflow models serve` on the registered champion answers /invocations like the model."""
+    from src import models
+
+    client = _client(swept)
+    champion = client.get_model_version_by_alias("ae-classify-classifier", "champion")
+    job = Path(client.get_run(champion.run_id).data.tags["output_dir"])
+    local = models.load(job / "models/classifier.keras")
+    x = np.load(next(swept.glob(".cache/prepared-*.npz")))["x_test"][:16]
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{swept / 'mlflow.db'}"}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+           "models:/ae-classify-classifier@champion", "--env-manager", "local",
+           "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    server = subprocess.Popen(cmd, cwd=swept, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):  # the server loads TensorFlow first: wait up to 2 minutes
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{url}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    served = np.array(answer["predictions"])
+    assert served.shape == (16, 10)
+    np.testing.assert_array_equal(served.argmax(1), local.predict(x, verbose=0).argmax(1))
 
 
 def test_failed_point_does_not_stop_the_sweep(project):
