@@ -201,3 +201,24 @@ def test_retry_locked_retries_only_lock_errors(monkeypatch):
     with pytest.raises(RuntimeError, match="no such table"):
         tracking.retry_locked(broken)
     assert len(attempts) == 1
+
+
+def test_submitit_local_launcher_runs_the_sweep(project):
+    run_cli(project, "-m", "src.train", "bottleneck=4", "dropout=0.0,0.5", *TINY,
+            "hydra/launcher=submitit_local", "-m")  # fmt: skip
+    runs = _runs(_client(project))
+    parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all("test_accuracy" in c.data.metrics for c in children)
+
+
+def test_slurm_preset_composes():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", ["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.launcher.cpus_per_task == 4 and cfg.hydra.callbacks.sweep
