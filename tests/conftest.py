@@ -37,10 +37,13 @@ def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path)
 
 
-def run_cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_cli(
+    cwd: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m ...` (or another command) in cwd with a private MLflow store."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+    store = f"sqlite:///{cwd / 'mlflow.db'}"
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": store, **(env or {})}
     cmd = [sys.executable, *args] if args[0] == "-m" else list(args)
     if args[0] == "dvc":
         cmd = [sys.executable, "-m", "dvc", *args[1:]]
