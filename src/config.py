@@ -19,11 +19,13 @@ class UserError(Exception):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a UserError into `error: <message>` on stderr and exit code 1."""
+    """Turn a UserError or an interruption into `error: <message>` on stderr and exit code 1."""
     try:
         yield
     except UserError as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt as e:
+        raise SystemExit(f"error: {e or 'interrupted'}; outputs left as they were") from None
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

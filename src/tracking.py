@@ -2,7 +2,9 @@
 
 import logging
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +19,14 @@ from src.config import UserError, config_hash
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that runs end KILLED and temporary files are cleaned up."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"stopped by signal {signum}")
 
 
 def git_commit() -> str | None:
@@ -82,14 +92,20 @@ def start_run(
         mlflow.log_params(params)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         log.info("MLflow run %s (%s) in %s", run.info.run_id, run_name, uri)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             yield run
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
+            mlflow.set_tag("error", f"{type(e).__name__}: {e}" if str(e) else "interrupted")
             mlflow.end_run("KILLED")
             raise
         except BaseException as e:
             mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
             raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 class MetricsCallback(keras.callbacks.Callback):

@@ -142,17 +142,24 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     run_name = hc.job.override_dirname or "train"
-    try:
-        with user_errors():
+    sweep = hc.mode == RunMode.MULTIRUN
+    with user_errors():
+        try:
             validate(cfg)
             result = train_point(cfg, out, run_name)
-    except (Exception, SystemExit) as e:
-        message = str(e).removeprefix("error: ")
-        write_result(out, cfg, "FAILED", error=f"{type(e).__name__}: {message}")
-        if hc.mode != RunMode.MULTIRUN:
+        except KeyboardInterrupt:
+            write_result(out, cfg, "KILLED", error="interrupted")
+            if sweep and cfg.mlflow.enabled and os.environ.get(PARENT_RUN_ENV):
+                from mlflow import MlflowClient
+
+                MlflowClient().set_terminated(os.environ[PARENT_RUN_ENV], "KILLED")
             raise
-        log.error("sweep point %s failed: %s", run_name, message)
-        return None
+        except Exception as e:
+            write_result(out, cfg, "FAILED", error=f"{type(e).__name__}: {e}")
+            if not sweep:
+                raise
+            log.error("sweep point %s failed: %s", run_name, e)
+            return None
     write_result(out, cfg, "FINISHED", **result)
     log.info("outputs in %s", out)
     return result["test_accuracy"]

@@ -1,0 +1,42 @@
+"""Interruptions: Ctrl-C and SIGTERM end the MLflow run KILLED and leave no partial outputs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_stage_ends_killed_and_writes_nothing(project, sig):
+    run_cli(project, "-m", "src.prepare")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.pretrain", "pretrain.epochs=100000"],
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri=uri)
+    deadline = time.time() + 240
+    run = None
+    while time.time() < deadline and proc.poll() is None:  # wait until training is under way
+        exp = client.get_experiment_by_name("ae-classify")
+        runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'pretrain'")
+        if runs and client.get_metric_history(runs[0].info.run_id, "pretrain/loss"):
+            run = runs[0]
+            break
+        time.sleep(0.5)
+    assert run is not None, proc.stderr.read().decode()[-2000:] if proc.poll() else "no run"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("error: ") and "outputs left as they were" in last
+    assert "Traceback" not in stderr.decode()
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert not (project / "models").exists() or not any((project / "models").iterdir())
