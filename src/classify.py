@@ -59,6 +59,21 @@ def fit_classifier(
     return classifier, history.history
 
 
+def head_settings(cfg: DictConfig, n_classes: int) -> dict:
+    """fit_classifier's settings from the config; the evaluate stage's baselines reuse them."""
+    c = cfg.classify
+    return {
+        "n_classes": n_classes,
+        "head_units": c.head_units,
+        "dropout": cfg.dropout,
+        "freeze_encoder": c.freeze_encoder,
+        "epochs": c.epochs,
+        "batch_size": c.batch_size,
+        "learning_rate": c.learning_rate,
+        "seed": cfg.seed,
+    }
+
+
 def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
     """Load the encoder from `out`, train the classifier, write it and its history under `out`."""
     from src import data, models, tracking
@@ -69,21 +84,13 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
             f"encoder {out / cfg.paths.encoder} has {encoder.output_shape[-1]} "
             f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
         )
-    c = cfg.classify
     classifier, history = fit_classifier(
         encoder,
         arrays["x_train"],
         arrays["y_train"],
         arrays["x_val"],
         arrays["y_val"],
-        n_classes=len(arrays["class_names"]),
-        head_units=c.head_units,
-        dropout=cfg.dropout,
-        freeze_encoder=c.freeze_encoder,
-        epochs=c.epochs,
-        batch_size=c.batch_size,
-        learning_rate=c.learning_rate,
-        seed=cfg.seed,
+        **head_settings(cfg, len(arrays["class_names"])),
         callbacks=tracking.callbacks("classify/"),
     )
     models.save(classifier, out / cfg.paths.classifier)
