@@ -61,12 +61,6 @@ def build_linear_encoder(
     return keras.Model(inputs, code, name=name)
 
 
-def build_flatten_encoder(input_shape: tuple[int, ...]) -> keras.Model:
-    """The raw pixels as an 'encoder': flatten only, no weights."""
-    inputs = keras.Input(shape=input_shape, name="image")
-    return keras.Model(inputs, layers.Flatten(name="flatten")(inputs), name="raw_pixels")
-
-
 def save(model: keras.Model, path: str | Path) -> None:
     """Save as .keras, atomically: a crash leaves the old file or none."""
     with atomic_path(path) as tmp:
