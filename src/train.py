@@ -12,7 +12,7 @@ from src.config import config_hash, file_md5, select_params, user_errors, valida
 
 log = logging.getLogger(__name__)
 
-PARAMS = ["dataset", "model", "bottleneck", "dropout", "seed", "pretrain", "classify"]
+PARAMS = ["dataset", "model", "bottleneck", "dropout", "seed", "pretrain", "classify", "evaluate"]
 
 
 def prepared_data(cfg: DictConfig) -> tuple[dict, Path]:
