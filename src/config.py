@@ -93,6 +93,11 @@ def validate(cfg: DictConfig) -> None:
         cfg.classify.freeze_encoder,
         "true or false",
     )
+    for key in ("knn_neighbors", "n_reconstructions"):
+        v = cfg.evaluate[key]
+        _check(_is_int(v) and v > 0, f"evaluate.{key}", v, "a positive integer")
+    v = cfg.evaluate.tsne_max_samples
+    _check(_is_int(v) and v >= 50, "evaluate.tsne_max_samples", v, "an integer >= 50")
 
 
 def select_params(cfg: DictConfig, keys: list[str]) -> dict[str, Any]:

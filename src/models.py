@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from src.config import UserError, atomic_path
@@ -47,6 +48,17 @@ def build_classifier(
     x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="classifier")
+
+
+def build_linear_encoder(
+    input_shape: tuple[int, ...], weights: np.ndarray, bias: np.ndarray, name: str
+) -> keras.Model:
+    """Flatten + one Dense layer with the given weights, e.g. a PCA projection as an encoder."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    dense = layers.Dense(weights.shape[1], name="code")
+    code = dense(layers.Flatten(name="flatten")(inputs))
+    dense.set_weights([weights, bias])
+    return keras.Model(inputs, code, name=name)
 
 
 def save(model: keras.Model, path: str | Path) -> None:

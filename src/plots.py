@@ -1,7 +1,11 @@
-"""Figures, drawn with matplotlib's object API (no pyplot, no display needed)."""
+"""Figures, drawn with matplotlib's object API (no pyplot, no display needed), and the HTML
+report that embeds them."""
 
+import base64
+import html
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -48,6 +52,119 @@ def confusion(
     )
     ax.set_title(f"Confusion matrix on the test set (accuracy {np.mean(y_true == y_pred):.3f})")
     _save(fig, path)
+
+
+def per_class_accuracy(
+    accuracies: dict[str, list[float]], class_names: list[str], path: str | Path
+) -> None:
+    """Grouped bars: test accuracy of each class, one bar per model."""
+    fig = Figure(figsize=(max(8, 0.9 * len(class_names)), 4))
+    ax = fig.subplots()
+    x = np.arange(len(class_names))
+    width = 0.8 / len(accuracies)
+    for i, (model, acc) in enumerate(accuracies.items()):
+        ax.bar(x + (i - (len(accuracies) - 1) / 2) * width, acc, width, label=model)
+    low = min(min(acc) for acc in accuracies.values())
+    ax.set(
+        title="Test accuracy per class",
+        xlabel="class",
+        ylabel="accuracy (fraction of the class's test images)",
+        xticks=x,
+        xticklabels=class_names,
+        ylim=(max(0.0, low - 0.1), 1.0),
+    )
+    ax.legend(title="model (test accuracy)", loc="upper left", bbox_to_anchor=(1, 1))
+    _save(fig, path)
+
+
+def tsne(
+    maps: dict[str, np.ndarray], y: np.ndarray, class_names: list[str], path: str | Path
+) -> None:
+    """2-D t-SNE maps side by side, points coloured by class, class names at class medians."""
+    fig = Figure(figsize=(6.5 * len(maps), 6))
+    axes = np.atleast_1d(fig.subplots(1, len(maps)))
+    colors = [matplotlib.colormaps["tab10"](i % 10) for i in range(len(class_names))]
+    for ax, (title, points) in zip(axes, maps.items(), strict=True):
+        for c, name in enumerate(class_names):
+            pts = points[y == c]
+            if len(pts):
+                ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colors[c], label=name, alpha=0.7)
+                mx, my = np.median(pts, axis=0)
+                ax.text(mx, my, name, fontsize=13, weight="bold", ha="center", va="center")
+        ax.set(title=title, xlabel="t-SNE 1", ylabel="t-SNE 2")
+    axes[-1].legend(title="class", loc="center left", bbox_to_anchor=(1, 0.5), markerscale=2)
+    _save(fig, path)
+
+
+def reconstructions(
+    images: np.ndarray,
+    reconstructed: dict[str, np.ndarray],
+    labels: list[str],
+    path: str | Path,
+    noisy: np.ndarray | None = None,
+) -> None:
+    """Test images (top row), optionally the noisy inputs, then one row per reconstruction."""
+    rows = {"test image": images}
+    if noisy is not None:
+        rows["noisy input"] = noisy
+    rows.update(reconstructed)
+    n = len(images)
+    fig = Figure(figsize=(1.1 * n + 1.5, 1.2 * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (row_name, row) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r, i]
+            img = row[i].reshape(images.shape[1:])
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray_r", vmin=0, vmax=1)
+            else:
+                ax.imshow(np.clip(img, 0, 1))
+            ax.set(xticks=[], yticks=[])
+            if r == 0:
+                ax.set_title(f"class {labels[i]}", fontsize=9)
+        axes[r, 0].set_ylabel(row_name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle("Test images and their reconstructions")
+    _save(fig, path)
+
+
+def report(
+    path: str | Path,
+    title: str,
+    intro: str,
+    table: list[list[str]],
+    figures: list[tuple[str, Path]],
+) -> None:
+    """A self-contained HTML page: intro, a table (first row is the header), PNGs as base64."""
+    cells = [
+        "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)
+        for tag, row in [("th", table[0]), *(("td", row) for row in table[1:])]
+    ]
+    rows = "\n".join(f"<tr>{c}</tr>" for c in cells)
+    imgs = "\n".join(
+        f'<h2>{html.escape(caption)}</h2>\n<img alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{base64.b64encode(Path(png).read_bytes()).decode()}">'
+        for caption, png in figures
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #999; padding: 4px 10px; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(intro)}</p>
+<table>
+{rows}
+</table>
+{imgs}
+</body></html>
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
 
 
 def _grid(rows: list[dict]) -> tuple[list, list, np.ndarray, np.ndarray]:

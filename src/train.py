@@ -28,7 +28,7 @@ from src.config import (
 
 log = logging.getLogger(__name__)
 
-PARAMS = ["dataset", "model", "bottleneck", "dropout", "seed", "pretrain", "classify"]
+PARAMS = ["dataset", "model", "bottleneck", "dropout", "seed", "pretrain", "classify", "evaluate"]
 PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # set by src.sweep.SweepCallback
 SRC = Path(__file__).resolve().parent
 

@@ -38,6 +38,9 @@ def test_overrides_reach_the_config():
         ("dataset.test_size=0.95", "dataset.test_size"),
         ("model.hidden=[64,0]", "model.hidden"),
         ("classify.freeze_encoder=maybe", "classify.freeze_encoder"),
+        ("evaluate.tsne_max_samples=10", "evaluate.tsne_max_samples"),
+        ("evaluate.knn_neighbors=0", "evaluate.knn_neighbors"),
+        ("evaluate.n_reconstructions=2.5", "evaluate.n_reconstructions"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

@@ -25,8 +25,8 @@ def _runs(project) -> dict:
 
 
 def test_four_stages_write_models_metrics_and_mlflow_runs(project):
-    for stage in ("prepare", "pretrain", "classify", "evaluate"):
-        run_cli(project, "-m", f"src.{stage}", *TINY)
+    for stage in ("prepare", "pretrain", "classify", "evaluate"):  # one config: one pipeline_id
+        run_cli(project, "-m", f"src.{stage}", *TINY, "evaluate.tsne_max_samples=100")
 
     from src import models
 
@@ -38,9 +38,28 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     assert metrics["bottleneck"] == 32 and np.isfinite(metrics["test_loss"])
     x = np.load(project / "data/prepared.npz")["x_test"][:3]
     assert classifier.predict(x, verbose=0).shape == (3, 10)
-    for png in ("history.png", "confusion_matrix.png"):
-        assert (project / "reports/figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for key in ("pca_test_accuracy", "raw_test_accuracy", "latent_knn_accuracy"):
+        assert 0.2 < metrics[key] <= 1, key
+    assert metrics["pca_latent_knn_accuracy"] > 0.5  # PCA codes of digits separate well
+    assert metrics["ae_minus_pca_accuracy"] == pytest.approx(
+        metrics["test_accuracy"] - metrics["pca_test_accuracy"], abs=1e-6
+    )
+    assert 0 < metrics["pca_reconstruction_mse"] < metrics["test_reconstruction_mse"]
+    for png in ("history", "confusion_matrix", "per_class_accuracy", "tsne", "reconstructions"):
+        data = (project / "reports/figures" / f"{png}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
     assert (project / "reports/predictions.csv").read_text().startswith("actual,predicted\n")
+    per_class = np.genfromtxt(
+        project / "reports/per_class_accuracy.csv", delimiter=",", names=True
+    )
+    assert per_class.dtype.names == ("class", "autoencoder", "pca", "raw")
+    assert per_class["pca"].mean() == pytest.approx(metrics["pca_test_accuracy"], abs=0.05)
+    report = (project / "reports/report.html").read_text()
+    assert report.count("data:image/png;base64,") == 5
+    assert f"{metrics['pca_test_accuracy']:.4f}" in report
+    assert "t-SNE map (100 test images)" in report  # subsampled to evaluate.tsne_max_samples
+    pca_classifier = models.load(project / "models/pca_classifier.keras")
+    assert pca_classifier.get_layer("pca_encoder").output_shape == (None, 32)
 
     runs = _runs(project)
     assert set(runs) == {"prepare", "pretrain", "classify", "evaluate"}
@@ -59,6 +78,11 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     )
     artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts
+    assert {"evaluation/tsne.png", "evaluation/report.html"} <= artifacts
+    assert runs["evaluate"].data.metrics["pca_test_accuracy"] == pytest.approx(
+        metrics["pca_test_accuracy"]
+    )
+    assert runs["evaluate"].data.params["evaluate.tsne_max_samples"] == "100"
     logged = client.search_logged_models(experiment_ids=[runs["pretrain"].info.experiment_id])
     assert {m.name for m in logged} == {"encoder", "autoencoder", "classifier"}
     import mlflow
@@ -67,6 +91,13 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     uri = next(m.model_uri for m in logged if m.name == "classifier")
     served = mlflow.pyfunc.load_model(uri)  # the logged model loads and predicts as saved
     np.testing.assert_allclose(served.predict(x), classifier.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_default_settings_on_digits_beat_0_9_for_autoencoder_and_pca(project):
+    run_cli(project, "-m", "src.train", "mlflow.enabled=false", "hydra.run.dir=out")
+    metrics = json.loads((project / "out/reports/metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.9 and metrics["pca_test_accuracy"] > 0.9
 
 
 def test_bad_bottleneck_is_one_line_naming_the_key(project):

@@ -1,0 +1,130 @@
+"""The evaluate stage's baselines, t-SNE/k-NN scores, figures and HTML report."""
+
+import base64
+import re
+
+import numpy as np
+import pytest
+
+from src import classify, evaluate, models, plots
+from src.classify import head_settings
+from tests.conftest import make_cfg
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG and len(data) > 1000
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_pca_baseline_uses_the_training_split_the_bottleneck_and_the_same_head(digits):
+    cfg = make_cfg("bottleneck=8", "dropout=0.3", "classify.epochs=2", "classify.head_units=16")
+    clf = classify.fit_pca_classifier(digits, cfg.bottleneck, head_settings(cfg, 10))
+    pca = classify.fit_pca(digits["x_train"], cfg.bottleneck)  # what evaluate refits
+    x_train = digits["x_train"].reshape(len(digits["x_train"]), -1)
+    assert pca.n_components_ == 8 and pca.n_features_in_ == 64
+    np.testing.assert_allclose(pca.mean_, x_train.mean(axis=0), atol=1e-6)  # train split only
+
+    pca_encoder = clf.get_layer("pca_encoder")
+    x = digits["x_test"][:20]
+    codes = pca_encoder.predict(x, verbose=0)
+    np.testing.assert_allclose(codes, pca.transform(x.reshape(20, -1)), atol=1e-4)
+    assert not pca_encoder.trainable  # frozen like the autoencoder's encoder (freeze_encoder)
+    assert clf.get_layer("head_dense").units == 16
+    assert clf.get_layer("head_dropout").rate == 0.3
+    accuracy = np.mean(clf.predict(digits["x_test"], verbose=0).argmax(1) == digits["y_test"])
+    assert accuracy > 0.3  # chance is 0.1, after 2 epochs
+
+
+def test_raw_pixel_baseline_is_logistic_regression_on_the_training_split(digits):
+    raw = evaluate.fit_raw_baseline(digits["x_train"], digits["y_train"])
+    assert raw.n_features_in_ == 64 and list(raw.classes_) == list(range(10))
+    x_test = digits["x_test"].reshape(len(digits["x_test"]), -1)
+    assert np.mean(raw.predict(x_test) == digits["y_test"]) > 0.9
+
+
+@pytest.mark.parametrize("n, limit", [(360, 2000), (360, 100), (5000, 2000)])
+def test_tsne_subset_respects_the_limit(n, limit):
+    subset = evaluate.tsne_subset(n, limit, seed=0)
+    assert len(subset) == min(n, limit) == len(set(subset))
+    assert np.all(np.diff(subset) > 0) and subset.min() >= 0 and subset.max() < n
+    if n > limit:  # a random draw: another seed picks other samples
+        assert not np.array_equal(subset, evaluate.tsne_subset(n, limit, seed=1))
+
+
+def test_pca_reconstruction_error_falls_with_more_components(digits):
+    from sklearn.decomposition import PCA
+
+    x_train, x_test = digits["x_train"], digits["x_test"]
+    mse = []
+    for n in (2, 16, 64):
+        pca = PCA(n).fit(x_train.reshape(len(x_train), -1))
+        recon = evaluate.pca_reconstruct(pca, x_test)
+        assert recon.shape == x_test.shape
+        mse.append(float(np.mean((recon - x_test) ** 2)))
+    assert mse[0] > mse[1] > mse[2] and mse[2] < 1e-8  # all 64 components: exact
+
+
+def test_knn_on_a_tsne_map_finds_digit_classes_and_not_shuffled_labels(digits):
+    x, y = digits["x_test"], digits["y_test"]
+    points = evaluate.tsne_map(x, seed=0)
+    assert points.shape == (len(x), 2) and np.isfinite(points).all()
+    assert evaluate.knn_accuracy(points, y, 5, seed=0) > 0.85
+    shuffled = np.random.default_rng(0).permutation(y)
+    assert evaluate.knn_accuracy(points, shuffled, 5, seed=0) < 0.3  # chance is 0.1
+
+
+def test_examples_take_the_classes_in_turn():
+    y = np.array([3, 1, 1, 0, 2, 3, 0, 2, 1])
+    picked = evaluate.examples(y, 6)
+    assert list(y[picked]) == [0, 1, 2, 3, 0, 1]
+    assert len(set(picked)) == 6
+
+
+def test_per_class_accuracy():
+    y = np.array([0, 0, 1, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0, 0])
+    assert evaluate.per_class_accuracy(y, pred, 4) == pytest.approx([0.5, 2 / 3, 0.0, 0.0])
+
+
+def test_figures_are_pngs_with_a_row_per_reconstruction(digits, tmp_path):
+    x, y = digits["x_test"][:10], digits["y_test"][:10]
+    labels = [str(c) for c in y]
+    plots.reconstructions(x, {"autoencoder": x, "PCA": x}, labels, tmp_path / "r.png")
+    plots.reconstructions(x, {"autoencoder": x, "PCA": x}, labels, tmp_path / "n.png", noisy=x)
+    (w, h), (wn, hn) = _png_size(tmp_path / "r.png"), _png_size(tmp_path / "n.png")
+    assert wn == w and hn > h  # the noisy-input row adds height
+    names = [str(i) for i in range(10)]
+    plots.per_class_accuracy({"a": [0.9] * 10, "b": [1.0] * 10}, names, tmp_path / "p.png")
+    rng = np.random.default_rng(0)
+    maps = {"left": rng.random((50, 2)), "right": rng.random((50, 2))}
+    plots.tsne(maps, rng.integers(0, 10, 50), names, tmp_path / "t.png")
+    assert _png_size(tmp_path / "t.png")[0] > _png_size(tmp_path / "p.png")[0] * 0.8
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically
+
+
+def test_report_is_self_contained_html_with_the_table_and_every_figure(digits, tmp_path):
+    names = [str(i) for i in range(10)]
+    pngs = []
+    for i in range(2):
+        pngs.append(tmp_path / f"f{i}.png")
+        plots.per_class_accuracy({"m": [0.5 + i / 4] * 10}, names, pngs[-1])
+    table = [["model", "test accuracy"], ["autoencoder", "0.9750"], ["PCA <b>", "0.9611"]]
+    plots.report(
+        tmp_path / "r.html", "Title", "intro", table, [("one", pngs[0]), ("two", pngs[1])]
+    )
+    page = (tmp_path / "r.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<td>0.9611</td>" in page
+    assert "PCA &lt;b&gt;" in page  # escaped
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert [base64.b64decode(e) for e in embedded] == [p.read_bytes() for p in pngs]
+    assert len(re.findall(r"src=", page)) == 2  # nothing else is loaded
+
+
+def test_linear_encoder_applies_the_given_projection():
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    encoder = models.build_linear_encoder((2, 2, 1), w, np.ones(3, np.float32), "lin")
+    x = np.ones((1, 2, 2, 1), dtype=np.float32)
+    np.testing.assert_allclose(encoder.predict(x, verbose=0), [w.sum(axis=0) + 1])
