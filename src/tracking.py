@@ -62,7 +62,8 @@ def setup(cfg: DictConfig) -> str:
     try:
         retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
     except Exception as e:
-        raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({e})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({reason})") from None
     return uri
 
 
