@@ -54,3 +54,30 @@ def test_same_config_and_seed_give_identical_metrics(project):
     a, b = (json.loads((project / n / "reports/metrics.json").read_text()) for n in "ab")
     assert a == b
     assert (project / "a/models/encoder.keras").is_file()
+
+
+def test_sigkill_while_writing_a_model_leaves_the_old_file_and_a_rerun_completes(project):
+    from src import models
+
+    run_cli(project, "-m", "src.prepare")
+    run_cli(project, "-m", "src.pretrain", "bottleneck=8", *TINY)
+    old = (project / "models/encoder.keras").read_bytes()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.pretrain", "bottleneck=16", *TINY],
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    caught = False
+    while proc.poll() is None:  # kill -9 the moment a model is being written
+        if any(p.name.startswith(".encoder.") for p in (project / "models").iterdir()):
+            proc.kill()
+            caught = True
+            break
+        time.sleep(0.001)
+    proc.wait()
+    assert caught, "the stage finished before its model write was seen"
+    assert (project / "models/encoder.keras").read_bytes() == old  # old file, not a torn one
+    assert models.load(project / "models/encoder.keras").output_shape == (None, 8)
+
+    run_cli(project, "-m", "src.pretrain", "bottleneck=16", *TINY)  # the rerun recovers
+    assert models.load(project / "models/encoder.keras").output_shape == (None, 16)
