@@ -1,4 +1,4 @@
-"""Stage 3: the pretrained encoder (frozen or not) + a dense head with dropout + softmax."""
+"""Stage 3: the pretrained encoder (frozen, fine-tuned or trained) + a dense head + softmax."""
 
 import logging
 import sys
@@ -30,33 +30,48 @@ def fit_classifier(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    finetune_epochs: int = 0,
+    finetune_learning_rate: float = 1e-4,
     callbacks: list | None = None,
 ) -> tuple:
-    """Return (classifier, history) trained on the labels."""
+    """Return (classifier, history) trained on the labels; with finetune_epochs > 0, then
+    unfreeze the encoder and train on at finetune_learning_rate (Keras' transfer learning)."""
     import keras
 
     from src import models
 
     keras.utils.set_random_seed(seed)
     classifier = models.build_classifier(encoder, n_classes, head_units, dropout, freeze_encoder)
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    history = classifier.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
-    )
-    if not np.isfinite(history.history["loss"][-1]):
-        raise UserError("classify loss became NaN or infinite: lower classify.learning_rate")
-    return classifier, history.history
+    history: dict[str, list[float]] = {}
+
+    def train(lr: float, first_epoch: int, last_epoch: int, key: str) -> None:
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        h = classifier.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+        ).history
+        if not np.isfinite(h["loss"][-1]):
+            raise UserError(f"classify loss became NaN or infinite: lower {key}")
+        for k, v in h.items():
+            history.setdefault(k, []).extend(v)
+
+    train(learning_rate, 0, epochs, "classify.learning_rate")
+    if finetune_epochs:  # unfreeze, recompile (in train) so that it takes effect, low rate
+        encoder.trainable = True
+        end = epochs + finetune_epochs
+        train(finetune_learning_rate, epochs, end, "classify.finetune_learning_rate")
+    return classifier, history
 
 
 def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
@@ -70,10 +85,15 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
             f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
         )
     c = cfg.classify
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    if c.labels_per_class is not None:  # few labels; the autoencoder saw all training images
+        keep = data.labelled_subset(y_train, c.labels_per_class, cfg.seed)
+        log.info("training the classifier on %d of %d labelled images", len(keep), len(y_train))
+        x_train, y_train = x_train[keep], y_train[keep]
     classifier, history = fit_classifier(
         encoder,
-        arrays["x_train"],
-        arrays["y_train"],
+        x_train,
+        y_train,
         arrays["x_val"],
         arrays["y_val"],
         n_classes=len(arrays["class_names"]),
@@ -84,6 +104,8 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
         batch_size=c.batch_size,
         learning_rate=c.learning_rate,
         seed=cfg.seed,
+        finetune_epochs=c.finetune_epochs if c.finetune else 0,
+        finetune_learning_rate=c.finetune_learning_rate,
         callbacks=tracking.callbacks("classify/"),
     )
     models.save(classifier, out / cfg.paths.classifier)

@@ -23,7 +23,8 @@ def prepared_data(cfg: DictConfig) -> tuple[dict, Path]:
     path = Path(cfg.paths.cache) / f"prepared-{cfg.dataset.name}-{key}.npz"
     if not path.is_file():
         d = cfg.dataset
-        data.save(data.prepare(d.name, d.test_size, d.val_size, cfg.seed), path)
+        arrays = data.prepare(d.name, d.test_size, d.val_size, cfg.seed, d.path, d.class_names)
+        data.save(arrays, path)
     return data.load(path), path
 
 
