@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -59,9 +58,7 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     )
     artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts
-    logged = mlflow.search_logged_models(
-        experiment_ids=[runs["pretrain"].info.experiment_id], output_format="list"
-    )
+    logged = client.search_logged_models(experiment_ids=[runs["pretrain"].info.experiment_id])
     assert {m.name for m in logged} == {"encoder", "autoencoder", "classifier"}
 
 
