@@ -101,5 +101,6 @@ def test_select_params_flattens_sections():
     params = select_params(make_cfg(), ["bottleneck", "pretrain", "model"])
     assert params["bottleneck"] == 32
     assert params["pretrain.epochs"] == make_cfg().pretrain.epochs
-    assert params["model.hidden"] == [128, 64]
+    hidden = params["model.hidden"]
+    assert type(hidden) is list and hidden == list(make_cfg().model.hidden)  # plain, for MLflow
     assert not any(k.startswith("classify") for k in params)
