@@ -142,7 +142,7 @@ def main() -> None:
 
     print(f"\nMNIST, accuracy on the {args.split} set ({len(rows)} settings)\n")
     print(
-        "| setting | k | accuracy | PCA(k) + same head | target | train time | peak memory |"
+        "| setting | k | accuracy | PCA(k) + same head | target | train time | peak RSS |"
         " reference |\n|---|---|---|---|---|---|---|---|"
     )
     for name, r in rows:
@@ -150,7 +150,7 @@ def main() -> None:
         target = f"≥ {target}" if target else "> PCA"
         print(
             f"| {name} | {r['k']} | {r['accuracy']:.4f} | {r['pca']:.4f} | {target} | "
-            f"{r['time']:.0f} s | {r['peak_mb'] / 1024:.2f} GB | {reference} |"
+            f"{r['time']:.0f} s | {r['peak_mb'] / 1024:.2f} GiB | {reference} |"
         )
     print("\nsettings (on top of dataset=mnist and the defaults in conf/):")
     for name, _ in rows:
