@@ -1,5 +1,5 @@
-"""Stage 3: the pretrained encoder (frozen or not) + a dense head with dropout + softmax; and the
-same head on PCA codes, as a baseline."""
+"""Stage 3: the pretrained encoder (frozen, fine-tuned or trained) + a dense head + softmax; and
+the same head on PCA codes, as a baseline."""
 
 import logging
 import sys
@@ -31,33 +31,48 @@ def fit_classifier(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    finetune_epochs: int = 0,
+    finetune_learning_rate: float = 1e-4,
     callbacks: list | None = None,
 ) -> tuple:
-    """Return (classifier, history) trained on the labels."""
+    """Return (classifier, history) trained on the labels; with finetune_epochs > 0, then
+    unfreeze the encoder and train on at finetune_learning_rate (Keras' transfer learning)."""
     import keras
 
     from src import models
 
     keras.utils.set_random_seed(seed)
     classifier = models.build_classifier(encoder, n_classes, head_units, dropout, freeze_encoder)
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    history = classifier.fit(
-        x_train,
-        y_train,
-        validation_data=(x_val, y_val),
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
-    )
-    if not np.isfinite(history.history["loss"][-1]):
-        raise UserError("classify loss became NaN or infinite: lower classify.learning_rate")
-    return classifier, history.history
+    history: dict[str, list[float]] = {}
+
+    def train(lr: float, first_epoch: int, last_epoch: int, key: str) -> None:
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        h = classifier.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+        ).history
+        if not np.isfinite(h["loss"][-1]):
+            raise UserError(f"classify loss became NaN or infinite: lower {key}")
+        for k, v in h.items():
+            history.setdefault(k, []).extend(v)
+
+    train(learning_rate, 0, epochs, "classify.learning_rate")
+    if finetune_epochs:  # unfreeze, recompile (in train) so that it takes effect, low rate
+        encoder.trainable = True
+        end = epochs + finetune_epochs
+        train(finetune_learning_rate, epochs, end, "classify.finetune_learning_rate")
+    return classifier, history
 
 
 def head_settings(cfg: DictConfig, n_classes: int) -> dict:
@@ -72,7 +87,17 @@ def head_settings(cfg: DictConfig, n_classes: int) -> dict:
         "batch_size": c.batch_size,
         "learning_rate": c.learning_rate,
         "seed": cfg.seed,
+        "finetune_epochs": c.finetune_epochs if c.finetune else 0,
+        "finetune_learning_rate": c.finetune_learning_rate,
     }
+
+
+def labelled(cfg: DictConfig, y_train: np.ndarray) -> np.ndarray | None:
+    """Indices of the training labels the classifiers may use (classify.labels_per_class)."""
+    from src import data
+
+    n = cfg.classify.labels_per_class
+    return None if n is None else data.labelled_subset(y_train, n, cfg.seed)
 
 
 def flat(x: np.ndarray) -> np.ndarray:
@@ -89,19 +114,27 @@ def fit_pca(x_train: np.ndarray, n_components: int):
         return PCA(n_components, svd_solver="full").fit(flat(x_train))
 
 
-def fit_pca_classifier(arrays: dict[str, np.ndarray], n_components: int, settings: dict):
+def fit_pca_classifier(
+    arrays: dict[str, np.ndarray],
+    n_components: int,
+    settings: dict,
+    keep: np.ndarray | None = None,
+):
     """The PCA baseline: PCA codes through the same head, trained the same way (`settings`).
 
-    The PCA projection is a Keras encoder, frozen or fine-tuned just as the autoencoder's.
+    The PCA projection is a Keras encoder, frozen or fine-tuned just as the autoencoder's; like
+    the autoencoder it sees all training images, while the head sees the labels in `keep`.
     """
     from src import models
 
-    x_train = arrays["x_train"]
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
     pca = fit_pca(x_train, n_components)
     w = pca.components_.T
     encoder = models.build_linear_encoder(x_train.shape[1:], w, -pca.mean_ @ w, "pca_encoder")
+    if keep is not None:
+        x_train, y_train = x_train[keep], y_train[keep]
     classifier, _ = fit_classifier(
-        encoder, x_train, arrays["y_train"], arrays["x_val"], arrays["y_val"], **settings
+        encoder, x_train, y_train, arrays["x_val"], arrays["y_val"], **settings
     )
     return classifier
 
@@ -117,10 +150,15 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
             f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
         )
     settings = head_settings(cfg, len(arrays["class_names"]))
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    keep = labelled(cfg, y_train)
+    if keep is not None:  # few labels; the autoencoder saw all training images
+        log.info("training the classifier on %d of %d labelled images", len(keep), len(y_train))
+        x_train, y_train = x_train[keep], y_train[keep]
     classifier, history = fit_classifier(
         encoder,
-        arrays["x_train"],
-        arrays["y_train"],
+        x_train,
+        y_train,
         arrays["x_val"],
         arrays["y_val"],
         **settings,
@@ -132,7 +170,7 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
     tracking.log_model(classifier, "classifier", arrays["x_val"])
     log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
     log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
-    baseline = fit_pca_classifier(arrays, cfg.bottleneck, settings)
+    baseline = fit_pca_classifier(arrays, cfg.bottleneck, settings, keep)
     models.save(baseline, out / cfg.paths.pca_classifier)
     _, val_accuracy = baseline.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
     tracking.log_metrics({"pca_val_accuracy": val_accuracy})

@@ -9,8 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-DATASETS = ("digits",)
-MODELS = ("dense",)
+DATASETS = ("digits", "mnist", "fashion_mnist", "npz")
+MODELS = ("dense", "conv")
 
 
 class UserError(Exception):
@@ -58,23 +58,59 @@ def validate(cfg: DictConfig) -> None:
         "a number in [0, 1)",
     )
     _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
-    for key in ("dataset.test_size", "dataset.val_size"):
-        v = OmegaConf.select(cfg, key)
-        _check(_is_number(v) and 0 < v < 1, key, v, "a fraction in (0, 1)")
-    total = cfg.dataset.test_size + cfg.dataset.val_size
+    d = cfg.dataset
     _check(
-        total < 1,
+        d.path is None or (isinstance(d.path, str) and d.path != ""),
+        "dataset.path",
+        d.path,
+        "null or a path to a .npz file or a folder of IDX files",
+    )
+    _check(d.name != "npz" or d.path is not None, "dataset.path", d.path, "set for dataset=npz")
+    names = d.class_names
+    _check(
+        names is None
+        or (isinstance(names, ListConfig) and len(names) >= 2 and len(set(names)) == len(names)),
+        "dataset.class_names",
+        names,
+        "null or a list of at least two distinct names",
+    )
+    _check(
+        _is_number(d.val_size) and 0 < d.val_size < 1,
+        "dataset.val_size",
+        d.val_size,
+        "a fraction in (0, 1)",
+    )
+    _check(
+        (d.test_size is None and d.name != "digits")
+        or (_is_number(d.test_size) and 0 < d.test_size < 1 - d.val_size),
         "dataset.test_size",
-        cfg.dataset.test_size,
-        "such that dataset.test_size + dataset.val_size < 1",
+        d.test_size,
+        "a fraction in (0, 1) such that dataset.test_size + dataset.val_size < 1"
+        + ("" if d.name == "digits" else ", or null to use the dataset's own test set"),
     )
-    hidden = cfg.model.hidden
-    _check(
-        isinstance(hidden, ListConfig) and all(_is_int(u) and u > 0 for u in hidden),
-        "model.hidden",
-        hidden,
-        "a list of positive integers",
-    )
+    m = cfg.model
+    if m.name == "dense":
+        _check(
+            isinstance(m.hidden, ListConfig) and all(_is_int(u) and u > 0 for u in m.hidden),
+            "model.hidden",
+            m.hidden,
+            "a list of positive integers",
+        )
+    if m.name == "conv":
+        _check(
+            isinstance(m.filters, ListConfig)
+            and len(m.filters) > 0
+            and all(_is_int(f) and f > 0 for f in m.filters),
+            "model.filters",
+            m.filters,
+            "a non-empty list of positive integers (one Conv2D + pooling each)",
+        )
+        _check(
+            _is_int(m.kernel_size) and m.kernel_size > 0,
+            "model.kernel_size",
+            m.kernel_size,
+            "a positive integer",
+        )
     for stage in ("pretrain", "classify"):
         for key in ("epochs", "batch_size"):
             v = cfg[stage][key]
@@ -98,6 +134,32 @@ def validate(cfg: DictConfig) -> None:
         _check(_is_int(v) and v > 0, f"evaluate.{key}", v, "a positive integer")
     v = cfg.evaluate.tsne_max_samples
     _check(_is_int(v) and v >= 50, "evaluate.tsne_max_samples", v, "an integer >= 50")
+    c = cfg.classify
+    _check(isinstance(c.finetune, bool), "classify.finetune", c.finetune, "true or false")
+    _check(
+        _is_int(c.finetune_epochs) and c.finetune_epochs > 0,
+        "classify.finetune_epochs",
+        c.finetune_epochs,
+        "a positive integer",
+    )
+    lr = c.finetune_learning_rate
+    _check(
+        _is_number(lr) and 0 < lr <= 1, "classify.finetune_learning_rate", lr, "a number in (0, 1]"
+    )
+    n = c.labels_per_class
+    _check(
+        n is None or (_is_int(n) and n > 0) or (isinstance(n, float) and 0 < n < 1),
+        "classify.labels_per_class",
+        n,
+        "null (all labels), a positive integer (per class) or a fraction in (0, 1)",
+    )
+    noise = cfg.pretrain.noise_factor
+    _check(
+        _is_number(noise) and noise >= 0,
+        "pretrain.noise_factor",
+        noise,
+        "a non-negative number (0 = no noise)",
+    )
 
 
 def select_params(cfg: DictConfig, keys: list[str]) -> dict[str, Any]:

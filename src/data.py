@@ -1,5 +1,6 @@
 """Load a labelled image dataset, check it, split it and scale it to [0, 1]."""
 
+import gzip
 import logging
 import zipfile
 from pathlib import Path
@@ -11,36 +12,143 @@ from src.config import UserError, atomic_path
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+KERAS_DATASETS = {  # loaded through keras.datasets unless dataset.path is set
+    "mnist": [str(i) for i in range(10)],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],  # fmt: skip
+}
+IDX_FILES = {  # the four files of the original MNIST / Fashion-MNIST distributions
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+LAYOUTS = (("x_train", "y_train", "x_test", "y_test"), ("x", "y"))
 
 
-def load_dataset(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return images (n, h, w, c), integer labels (n,) and class names."""
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) of unsigned bytes, as MNIST is distributed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read IDX file {path}: {e}") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != np.prod(shape):
+        raise UserError(f"{path} holds {data.size} values but its header says {shape}")
+    return data.reshape(shape)
+
+
+def read_path(path: str) -> dict[str, np.ndarray]:
+    """Arrays from a .npz file (x/y, or x_train/y_train/x_test/y_test) or a folder of IDX files."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = {
+            k: [f for f in (p / f"{n}.gz", p / n) if f.is_file()] for k, n in IDX_FILES.items()
+        }
+        missing = [f"{IDX_FILES[k]}.gz" for k, found in files.items() if not found]
+        if missing:
+            raise UserError(f"dataset.path={path!r}: folder lacks {', '.join(missing)} (IDX)")
+        return {k: read_idx(found[0]) for k, found in files.items()}
+    if not p.is_file():
+        raise UserError(f"dataset.path={path!r} not found (relative paths start at {Path.cwd()})")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"dataset.path={path!r} is not a readable .npz file ({e})") from None
+    for layout in LAYOUTS:
+        if all(k in arrays for k in layout):
+            return {k: arrays[k] for k in (*layout, "class_names") if k in arrays}
+    raise UserError(
+        f"dataset.path={path!r} holds arrays {sorted(arrays)}; it needs x and y, "
+        "or x_train, y_train, x_test and y_test"
+    )
+
+
+def load_keras(name: str) -> dict[str, np.ndarray]:
+    """Download (or read from ~/.keras/datasets) a dataset that ships with keras.datasets."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    except Exception as e:  # no network, a damaged cache, ...
+        raise UserError(
+            f"{name} is not in ~/.keras/datasets and could not be downloaded ({e}); "
+            f"with internet access it downloads by itself, otherwise set dataset.path= to a "
+            f"local copy: a .npz with x_train, y_train, x_test, y_test, or a folder with the "
+            f"four IDX .gz files"
+        ) from None
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def load_dataset(
+    name: str, path: str | None = None, class_names: list[str] | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Return the raw arrays (x/y, or x_train/y_train/x_test/y_test) and class names (or [])."""
     if name == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        x = digits.images[..., None]  # (1797, 8, 8, 1), pixel values 0..16
-        return x, digits.target, [str(c) for c in digits.target_names]
-    raise UserError(f"dataset.name={name!r} is not a known dataset")
+        arrays = {"x": digits.images, "y": digits.target}  # (1797, 8, 8), pixels 0..16
+        names = [str(c) for c in digits.target_names]
+    elif path is not None:
+        arrays = read_path(path)
+        names = [str(c) for c in arrays.pop("class_names", KERAS_DATASETS.get(name, []))]
+    elif name in KERAS_DATASETS:
+        arrays, names = load_keras(name), KERAS_DATASETS[name]
+    else:
+        raise UserError(f"dataset.name={name!r} needs dataset.path= (a .npz file or IDX folder)")
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+    return arrays, names
 
 
-def check(x: np.ndarray, y: np.ndarray) -> None:
-    """Raise UserError naming the array and what is wrong with it."""
+def check(x: np.ndarray, y: np.ndarray, split: str = "", n_classes: int | None = None) -> None:
+    """Raise UserError naming the array (x_train, y_test, ...) and what is wrong with it."""
+    xn, yn = (f"x_{split}", f"y_{split}") if split else ("x", "y")
     if x.ndim != 4:
-        raise UserError(f"images x must have shape (n, height, width, channels), got {x.shape}")
+        raise UserError(f"images {xn} must have shape (n, height, width, channels), got {x.shape}")
     if len(x) != len(y):
-        raise UserError(f"images x has {len(x)} samples but labels y has {len(y)}")
-    if not np.isfinite(x).all():
-        raise UserError("images x contain NaN or infinite values")
+        raise UserError(f"images {xn} has {len(x)} samples but labels {yn} has {len(y)}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise UserError(f"images {xn} must hold real numbers, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise UserError(f"images {xn} contain NaN or infinite values")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise UserError(f"labels y must be non-negative integers of shape (n,), got {y.dtype}")
+        raise UserError(
+            f"labels {yn} must be non-negative integers of shape (n,), got {y.dtype} {y.shape}"
+        )
+    if n_classes is not None and len(y) and y.max() >= n_classes:
+        raise UserError(
+            f"labels {yn} go up to {y.max()} but there are only {n_classes} class names "
+            "(dataset.class_names)"
+        )
     if len(np.unique(y)) < 2:
-        raise UserError("labels y hold a single class; classification needs at least two")
+        raise UserError(f"labels {yn} hold a single class; classification needs at least two")
 
 
 def scale(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Map the pixel range [lo, hi] to [0, 1] as float32."""
-    return ((x.astype(np.float32) - lo) / max(hi - lo, 1e-12)).clip(0, 1)
+    """Map the pixel range [lo, hi] to [0, 1] as float32 (one copy of x, then in place)."""
+    x = x.astype(np.float32)
+    x -= lo
+    x /= max(hi - lo, 1e-12)
+    return np.clip(x, 0, 1, out=x)
 
 
 def split(
@@ -75,18 +183,91 @@ def split(
     }
 
 
-def prepare(name: str, test_size: float, val_size: float, seed: int) -> dict[str, np.ndarray]:
+def split_val(arrays: dict[str, np.ndarray], val_size: float, seed: int) -> dict[str, np.ndarray]:
+    """Carve a stratified validation set (a fraction of train) from data with its own test set."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        x_train, x_val, y_train, y_val = train_test_split(
+            arrays["x_train"],
+            arrays["y_train"],
+            test_size=val_size,
+            stratify=arrays["y_train"],
+            random_state=seed,
+        )
+    except ValueError as e:
+        raise UserError(
+            f"cannot split {len(arrays['y_train'])} training samples with "
+            f"dataset.val_size={val_size}: {e}"
+        ) from None
+    return {**arrays, "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+
+
+def prepare(
+    name: str,
+    test_size: float | None,
+    val_size: float,
+    seed: int,
+    path: str | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Load, check, split and scale a dataset into the arrays that `save` writes."""
-    x, y, class_names = load_dataset(name)
-    check(x, y)
-    lo, hi = float(x.min()), float(x.max())
-    arrays = split(x, y.astype(np.int64), test_size, val_size, seed)
+    raw, names = load_dataset(name, path, class_names)
+    parts = ("train", "test") if "x_train" in raw else ("",)
+    for part in parts:
+        xk = f"x_{part}" if part else "x"
+        if raw[xk].ndim == 3:  # grey images without a channel axis
+            raw[xk] = raw[xk][..., None]
+        check(raw[xk], raw[xk.replace("x", "y", 1)], part, len(names) if names else None)
+    if "x_train" in raw and raw["x_train"].shape[1:] != raw["x_test"].shape[1:]:
+        raise UserError(
+            f"images x_train are {raw['x_train'].shape[1:]} but x_test are "
+            f"{raw['x_test'].shape[1:]}: train and test images must have the same shape"
+        )
+    xs = [raw[f"x_{p}" if p else "x"] for p in parts]
+    lo, hi = float(min(x.min() for x in xs)), float(max(x.max() for x in xs))
+    if "x_train" in raw:
+        arrays = split_val(raw, val_size, seed)
+    elif test_size is None:
+        raise UserError(
+            f"dataset.test_size is null but {path} has no test split (only x and y): "
+            "set dataset.test_size to a fraction"
+        )
+    else:
+        arrays = split(raw["x"], raw["y"], test_size, val_size, seed)
+    del raw, xs
+    if not names:  # no class names given: the labels themselves
+        names = [str(c) for c in range(max(int(arrays[f"y_{s}"].max()) for s in SPLITS) + 1)]
     for s in SPLITS:
         arrays[f"x_{s}"] = scale(arrays[f"x_{s}"], lo, hi)
-    arrays["class_names"] = np.array(class_names)
+        arrays[f"y_{s}"] = arrays[f"y_{s}"].astype(np.int64)
+    arrays["class_names"] = np.array(names)
     arrays["pixel_range"] = np.array([lo, hi], dtype=np.float32)
-    log.info("prepared %s: %s", name, {s: arrays[f"x_{s}"].shape for s in SPLITS})
+    shapes = {s: arrays[f"x_{s}"].shape for s in SPLITS}
+    log.info("prepared %s, pixels %g..%g scaled to [0, 1]: %s", name, lo, hi, shapes)
     return arrays
+
+
+def labelled_subset(y: np.ndarray, labels_per_class: int | float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, stratified subset of y: exactly N per class, or a fraction."""
+    if isinstance(labels_per_class, float):
+        from sklearn.model_selection import train_test_split
+
+        idx, _ = train_test_split(
+            np.arange(len(y)), train_size=labels_per_class, stratify=y, random_state=seed
+        )
+        return np.sort(idx)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if len(members) < labels_per_class:
+            raise UserError(
+                f"classify.labels_per_class={labels_per_class} but class {c} has only "
+                f"{len(members)} training samples"
+            )
+        picked.append(rng.choice(members, labels_per_class, replace=False))
+    return np.sort(np.concatenate(picked))
 
 
 def save(arrays: dict[str, np.ndarray], path: str | Path) -> None:

@@ -106,7 +106,10 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path) -> dict[str, 
     n_classes = len(class_names)
 
     pca = classify.fit_pca(arrays["x_train"], cfg.bottleneck)  # the baseline's PCA, refitted
-    raw = fit_raw_baseline(arrays["x_train"], arrays["y_train"])
+    keep = classify.labelled(cfg, arrays["y_train"])  # the raw baseline gets the same labels
+    x_lab, y_lab = (arrays["x_train"], arrays["y_train"]) if keep is None else (
+        arrays["x_train"][keep], arrays["y_train"][keep])  # fmt: skip
+    raw = fit_raw_baseline(x_lab, y_lab)
     preds = {
         "autoencoder": y_pred,
         "pca": models.load(out / p.pca_classifier).predict(x_test, verbose=0).argmax(axis=1),

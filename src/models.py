@@ -1,5 +1,6 @@
 """Build the autoencoder and the classifier (Keras functional API), save and load them."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras
@@ -35,6 +36,74 @@ def build_autoencoder(
 
     autoencoder = keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
     return autoencoder, encoder
+
+
+def build_conv_autoencoder(
+    input_shape: tuple[int, ...],
+    bottleneck: int,
+    filters: list[int],
+    kernel_size: int = 3,
+    activation: str = "relu",
+) -> tuple[keras.Model, keras.Model]:
+    """Conv autoencoder: (Conv2D, MaxPooling2D) per filter count -> Dense(bottleneck) code ->
+    Dense -> (Conv2DTranspose stride 2) mirrored -> Conv2D sigmoid, cropped to the input size.
+
+    Returns (autoencoder, encoder); the encoder is a sub-model of the autoencoder.
+    """
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(
+            f, kernel_size, padding="same", activation=activation, name=f"encoder_conv_{i}"
+        )(x)
+        x = layers.MaxPooling2D(2, padding="same", name=f"encoder_pool_{i}")(x)
+    feature_shape = tuple(x.shape[1:])
+    x = layers.Flatten(name="flatten")(x)
+    code = layers.Dense(bottleneck, name="code")(x)
+    encoder = keras.Model(inputs, code, name="encoder")
+
+    code_in = keras.Input(shape=(bottleneck,), name="code")
+    n_features = feature_shape[0] * feature_shape[1] * feature_shape[2]
+    x = layers.Dense(n_features, activation=activation, name="decoder_dense")(code_in)
+    x = layers.Reshape(feature_shape, name="decoder_reshape")(x)
+    for i, f in enumerate(reversed(filters)):
+        x = layers.Conv2DTranspose(
+            f,
+            kernel_size,
+            strides=2,
+            padding="same",
+            activation=activation,
+            name=f"decoder_deconv_{i}",
+        )(x)
+    x = layers.Conv2D(
+        input_shape[-1], kernel_size, padding="same", activation="sigmoid", name="pixels"
+    )(x)
+    extra_h, extra_w = x.shape[1] - input_shape[0], x.shape[2] - input_shape[1]
+    if extra_h or extra_w:  # pooling rounded odd sizes up
+        x = layers.Cropping2D(((0, extra_h), (0, extra_w)), name="crop")(x)
+    decoder = keras.Model(code_in, x, name="decoder")
+
+    autoencoder = keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
+    return autoencoder, encoder
+
+
+def build(
+    model: Mapping, input_shape: tuple[int, ...], bottleneck: int
+) -> tuple[keras.Model, keras.Model]:
+    """(autoencoder, encoder) for the `model` config (conf/model/*.yaml)."""
+    if model["name"] == "conv":
+        return build_conv_autoencoder(
+            input_shape,
+            bottleneck,
+            list(model["filters"]),
+            model["kernel_size"],
+            model["activation"],
+        )
+    if model["name"] == "dense":
+        return build_autoencoder(
+            input_shape, bottleneck, list(model["hidden"]), model["activation"]
+        )
+    raise UserError(f"model.name={model['name']!r} is not a known model")
 
 
 def build_classifier(

@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> None:
 
         with tracking.start_run(cfg, "prepare", select_params(cfg, PARAMS), {"stage": "prepare"}):
             d = cfg.dataset
-            arrays = data.prepare(d.name, d.test_size, d.val_size, cfg.seed)
+            arrays = data.prepare(d.name, d.test_size, d.val_size, cfg.seed, d.path, d.class_names)
             data.save(arrays, cfg.paths.prepared)
             tracking.set_tags({"data_hash": file_md5(cfg.paths.prepared)})
             tracking.log_metrics({f"n_{s}": len(arrays[f"y_{s}"]) for s in data.SPLITS})

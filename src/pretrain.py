@@ -1,7 +1,8 @@
-"""Stage 2: train the autoencoder on reconstruction; save encoder and autoencoder separately."""
+"""Stage 2: train the (denoising) autoencoder on reconstruction; save encoder and autoencoder."""
 
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -15,34 +16,44 @@ log = logging.getLogger(__name__)
 PARAMS = ["model", "bottleneck", "seed", "pretrain"]
 
 
+def denoising_pairs(
+    x: np.ndarray, noise_factor: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets): x plus Gaussian noise * noise_factor, clipped to [0, 1]; x itself."""
+    if noise_factor == 0:
+        return x, x
+    noise = np.random.default_rng(seed).standard_normal(x.shape, dtype=np.float32)
+    noise *= noise_factor
+    noise += x
+    return np.clip(noise, 0, 1, out=noise), x
+
+
 def fit_autoencoder(
     x_train: np.ndarray,
     x_val: np.ndarray,
     *,
+    model: Mapping,
     bottleneck: int,
-    hidden: list[int],
-    activation: str,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     loss: str,
     seed: int,
+    noise_factor: float = 0.0,
     callbacks: list | None = None,
 ) -> tuple:
-    """Return (autoencoder, encoder, history) trained to reconstruct x_train."""
+    """Return (autoencoder, encoder, history) trained to reconstruct x_train (from noisy inputs
+    when noise_factor > 0: a denoising autoencoder)."""
     import keras
 
     from src import models
 
     keras.utils.set_random_seed(seed)
-    autoencoder, encoder = models.build_autoencoder(
-        x_train.shape[1:], bottleneck, list(hidden), activation
-    )
+    autoencoder, encoder = models.build(model, x_train.shape[1:], bottleneck)
     autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     history = autoencoder.fit(
-        x_train,
-        x_train,
-        validation_data=(x_val, x_val),
+        *denoising_pairs(x_train, noise_factor, seed),
+        validation_data=denoising_pairs(x_val, noise_factor, seed + 1),
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
@@ -68,14 +79,14 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path) -> tuple:
     autoencoder, encoder, history = fit_autoencoder(
         arrays["x_train"],
         arrays["x_val"],
+        model=cfg.model,
         bottleneck=cfg.bottleneck,
-        hidden=cfg.model.hidden,
-        activation=cfg.model.activation,
         epochs=p.epochs,
         batch_size=p.batch_size,
         learning_rate=p.learning_rate,
         loss=p.loss,
         seed=cfg.seed,
+        noise_factor=p.noise_factor,
         callbacks=tracking.callbacks("pretrain/"),
     )
     models.save(encoder, out / cfg.paths.encoder)

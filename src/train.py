@@ -45,7 +45,8 @@ def prepared_data(cfg: DictConfig) -> tuple[dict, Path]:
     with FileLock(f"{path}.lock"):
         if not path.is_file():
             d = cfg.dataset
-            data.save(data.prepare(d.name, d.test_size, d.val_size, cfg.seed), path)
+            arrays = data.prepare(d.name, d.test_size, d.val_size, cfg.seed, d.path, d.class_names)
+            data.save(arrays, path)
     return data.load(path), path
 
 

@@ -41,11 +41,44 @@ def test_overrides_reach_the_config():
         ("evaluate.tsne_max_samples=10", "evaluate.tsne_max_samples"),
         ("evaluate.knn_neighbors=0", "evaluate.knn_neighbors"),
         ("evaluate.n_reconstructions=2.5", "evaluate.n_reconstructions"),
+        ("dataset=npz", "dataset.path"),
+        ("dataset.test_size=null", "dataset.test_size"),  # digits has no test set of its own
+        ("dataset.class_names=[a]", "dataset.class_names"),
+        ("pretrain.noise_factor=-0.5", "pretrain.noise_factor"),
+        ("classify.finetune=yes", "classify.finetune"),
+        ("classify.finetune_epochs=0", "classify.finetune_epochs"),
+        ("classify.finetune_learning_rate=2", "classify.finetune_learning_rate"),
+        ("classify.labels_per_class=0", "classify.labels_per_class"),
+        ("classify.labels_per_class=1.5", "classify.labels_per_class"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(UserError, match=rf"^{key}="):
         validate(make_cfg(override))
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["model=conv", "model.filters=[]"], "model.filters"),
+        (["model=conv", "model.kernel_size=0"], "model.kernel_size"),
+        (["dataset=mnist", "dataset.val_size=1"], "dataset.val_size"),
+    ],
+)
+def test_bad_values_in_other_groups_name_the_key(overrides, key):
+    with pytest.raises(UserError, match=rf"^{key}="):
+        validate(make_cfg(*overrides))
+
+
+def test_dataset_and_model_groups():
+    mnist = make_cfg("dataset=mnist", "model=conv", "classify.labels_per_class=10")
+    validate(mnist)
+    assert mnist.dataset.test_size is None  # MNIST's own test set
+    assert mnist.pretrain.epochs < make_cfg().pretrain.epochs  # per-dataset defaults
+    assert mnist.pretrain.noise_factor == 0 and mnist.classify.finetune is False
+    assert list(mnist.model.filters) and mnist.bottleneck == 32
+    assert make_cfg("dataset=mnist", "pretrain.epochs=3").pretrain.epochs == 3  # overrides win
+    validate(make_cfg("dataset=npz", "dataset.path=x.npz", "classify.labels_per_class=0.1"))
 
 
 def test_misspelled_key_is_rejected_by_hydra():
@@ -71,5 +104,6 @@ def test_select_params_flattens_sections():
     params = select_params(make_cfg(), ["bottleneck", "pretrain", "model"])
     assert params["bottleneck"] == 32
     assert params["pretrain.epochs"] == make_cfg().pretrain.epochs
-    assert params["model.hidden"] == [128, 64]
+    hidden = params["model.hidden"]
+    assert type(hidden) is list and hidden == list(make_cfg().model.hidden)  # plain, for MLflow
     assert not any(k.startswith("classify") for k in params)

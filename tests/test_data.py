@@ -74,3 +74,125 @@ def test_history_csv_round_trip(tmp_path):
     data.save_history(history, tmp_path / "h.csv")
     assert (tmp_path / "h.csv").read_text().splitlines()[0] == "epoch,loss,val_loss"
     assert data.load_history(tmp_path / "h.csv") == history
+
+
+def _images(n: int, shape: tuple, n_classes: int, seed: int = 0) -> tuple:
+    """n uint8 images and balanced integer labels, as a user's or MNIST's files hold them."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), np.arange(n) % n_classes
+
+
+def _write_idx(path, a: np.ndarray) -> None:
+    """The original MNIST file format: magic 0 0 8 ndim, big-endian dims, bytes; gzipped."""
+    import gzip
+
+    header = bytes([0, 0, 8, a.ndim]) + np.array(a.shape, ">u4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + a.astype(np.uint8).tobytes())
+
+
+def test_npz_with_x_and_y_is_split_and_scaled(tmp_path):
+    x, y = _images(40, (6, 5), 4)  # grey, no channel axis, pixels 0..255
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    arrays = data.prepare("npz", 0.25, 0.25, seed=0, path=str(tmp_path / "mine.npz"))
+    assert [len(arrays[f"y_{s}"]) for s in data.SPLITS] == [20, 10, 10]
+    assert arrays["x_train"].shape[1:] == (6, 5, 1) and arrays["x_train"].dtype == np.float32
+    assert list(arrays["pixel_range"]) == [x.min(), x.max()]
+    i = np.flatnonzero((x.reshape(40, -1) == arrays["x_test"][0].ravel() * 255).all(axis=1))
+    assert len(i) == 1 and y[i[0]] == arrays["y_test"][0]  # images keep their labels
+    assert list(arrays["class_names"]) == ["0", "1", "2", "3"]
+
+
+def test_npz_with_train_and_test_keeps_the_test_set(tmp_path):
+    x_train, y_train = _images(30, (4, 4, 3), 3)  # RGB
+    x_test, y_test = _images(9, (4, 4, 3), 3, seed=1)
+    path = tmp_path / "rgb.npz"
+    names = np.array(["cat", "dog", "fox"])
+    np.savez(
+        path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, class_names=names
+    )
+    arrays = data.prepare("npz", None, 0.2, seed=0, path=str(path))
+    lo, hi = float(min(x_train.min(), x_test.min())), float(max(x_train.max(), x_test.max()))
+    np.testing.assert_allclose(arrays["x_test"], (x_test - lo) / (hi - lo), rtol=1e-6)
+    assert np.array_equal(arrays["y_test"], y_test)
+    assert len(arrays["y_val"]) == 6 and np.bincount(arrays["y_val"]).tolist() == [2, 2, 2]
+    assert list(arrays["class_names"]) == ["cat", "dog", "fox"]
+    renamed = data.prepare("npz", None, 0.2, 0, str(path), class_names=["a", "b", "c"])
+    assert list(renamed["class_names"]) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("name, first", [("mnist", "0"), ("fashion_mnist", "T-shirt/top")])
+def test_idx_folder_loads_like_the_original_files(tmp_path, name, first):
+    x_train, y_train = _images(20, (7, 7), 10)
+    x_test, y_test = _images(10, (7, 7), 10, seed=1)
+    for key, a in [
+        ("x_train", x_train),
+        ("y_train", y_train),
+        ("x_test", x_test),
+        ("y_test", y_test),
+    ]:
+        _write_idx(tmp_path / f"{data.IDX_FILES[key]}.gz", a)
+    arrays = data.prepare(name, None, 0.5, seed=0, path=str(tmp_path))
+    assert arrays["x_test"].shape == (10, 7, 7, 1)
+    assert np.array_equal(arrays["y_test"], y_test)
+    np.testing.assert_allclose(arrays["x_test"][..., 0] * 255, x_test, atol=1e-3)
+    assert sorted(arrays["y_val"]) == list(range(10))  # stratified: one per class
+    assert arrays["class_names"][0] == first and len(arrays["class_names"]) == 10
+
+
+def test_bad_idx_and_npz_files_name_the_problem(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03garbage")
+    with pytest.raises(UserError, match="bad magic"):
+        data.read_idx(tmp_path / "train-images-idx3-ubyte")
+    with pytest.raises(UserError, match="folder lacks train-labels"):
+        data.read_path(str(tmp_path))
+    np.savez(tmp_path / "odd.npz", images=np.zeros((2, 2)))
+    with pytest.raises(UserError, match="needs x and y"):
+        data.read_path(str(tmp_path / "odd.npz"))
+    with pytest.raises(UserError, match=r"dataset.path='nope.npz' not found"):
+        data.prepare("npz", 0.2, 0.1, 0, path="nope.npz")
+
+
+def test_missing_keras_download_says_how_to_get_the_data(monkeypatch):
+    import keras
+
+    def offline():
+        raise Exception("URL fetch failure: Name or service not known")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(UserError, match=r"could not be downloaded.*set dataset\.path="):
+        data.prepare("mnist", None, 0.1, seed=0)
+
+
+@pytest.mark.parametrize(
+    "arrays, class_names, message",
+    [
+        ({"y_test": np.array([0, 1, 2.0])}, None, "labels y_test must be non-negative integers"),
+        ({"y_train": np.array([0, 1, 5])}, ["a", "b", "c"], "labels y_train go up to 5"),
+        ({"x_test": np.full((3, 4, 4), np.inf)}, None, "images x_test contain NaN"),
+        ({"x_test": np.zeros((3, 5, 4))}, None, r"x_train are \(4, 4, 1\) but x_test"),
+        ({"x_train": np.zeros((3, 4))}, None, "images x_train must have shape"),
+    ],
+)
+def test_prepare_checks_name_the_array(tmp_path, arrays, class_names, message):
+    good = {
+        "x_train": np.zeros((3, 4, 4)),
+        "y_train": np.array([0, 1, 2]),
+        "x_test": np.ones((3, 4, 4)),
+        "y_test": np.array([0, 1, 2]),
+    }
+    np.savez(tmp_path / "d.npz", **{**good, **arrays})
+    with pytest.raises(UserError, match=message):
+        data.prepare("npz", None, 0.5, 0, str(tmp_path / "d.npz"), class_names)
+
+
+def test_labelled_subset_exactly_n_per_class_seeded():
+    y = np.repeat(np.arange(4), [50, 20, 7, 30])  # unbalanced classes
+    idx = data.labelled_subset(y, 5, seed=0)
+    assert np.bincount(y[idx]).tolist() == [5, 5, 5, 5] and len(set(idx)) == 20
+    assert np.array_equal(idx, data.labelled_subset(y, 5, seed=0))
+    assert not np.array_equal(idx, data.labelled_subset(y, 5, seed=1))
+    fraction = data.labelled_subset(y, 0.5, seed=0)
+    assert np.bincount(y[fraction]).tolist() in ([25, 10, 4, 15], [25, 10, 3, 15])
+    with pytest.raises(UserError, match="class 2 has only 7"):
+        data.labelled_subset(y, 8, seed=0)

@@ -1,10 +1,14 @@
+import keras
 import numpy as np
 import pytest
 
 from src import models
 from src.classify import fit_classifier
 from src.config import UserError
-from src.pretrain import fit_autoencoder
+from src.pretrain import denoising_pairs, fit_autoencoder
+
+DENSE = {"name": "dense", "hidden": [64], "activation": "relu"}
+CONV = {"name": "conv", "filters": [8, 16], "kernel_size": 3, "activation": "relu"}
 
 
 @pytest.mark.parametrize("bottleneck", [2, 8, 32])
@@ -21,9 +25,8 @@ def test_pretraining_reduces_reconstruction_loss(digits):
     _, encoder, history = fit_autoencoder(
         digits["x_train"],
         digits["x_val"],
+        model=DENSE,
         bottleneck=16,
-        hidden=[64],
-        activation="relu",
         epochs=5,
         batch_size=64,
         learning_rate=0.005,
@@ -32,6 +35,94 @@ def test_pretraining_reduces_reconstruction_loss(digits):
     )
     assert history["val_loss"][-1] < 0.5 * history["val_loss"][0]
     assert encoder.output_shape == (None, 16)
+
+
+@pytest.mark.parametrize("input_shape", [(28, 28, 1), (8, 8, 1), (7, 9, 3)])
+@pytest.mark.parametrize("bottleneck", [2, 16])
+def test_conv_autoencoder_shapes(input_shape, bottleneck):
+    autoencoder, encoder = models.build(CONV, input_shape, bottleneck)
+    x = np.random.default_rng(0).random((3, *input_shape), dtype=np.float32)
+    assert encoder(x).shape == (3, bottleneck)
+    y = np.asarray(autoencoder(x))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert [type(layer).__name__ for layer in encoder.layers[1:5]] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+    ]
+    assert any(type(lay).__name__ == "Conv2DTranspose" for lay in autoencoder.layers[2].layers)
+
+
+def test_denoising_changes_inputs_not_targets():
+    x = np.random.default_rng(0).random((50, 8, 8, 1), dtype=np.float32)
+    original = x.copy()
+    inputs, targets = denoising_pairs(x, 0.5, seed=0)
+    assert targets is x and np.array_equal(x, original)  # clean targets, x untouched
+    assert inputs.shape == x.shape and inputs.dtype == np.float32
+    assert np.abs(inputs - x).mean() > 0.1 and inputs.min() == 0 and inputs.max() == 1
+    assert np.array_equal(inputs, denoising_pairs(x, 0.5, seed=0)[0])  # seeded
+    clean_inputs, _ = denoising_pairs(x, 0.0, seed=0)
+    assert clean_inputs is x  # noise_factor 0: plain autoencoder, no copy
+
+
+def test_denoising_conv_autoencoder_trains(digits):
+    _, encoder, history = fit_autoencoder(
+        digits["x_train"],
+        digits["x_val"],
+        model=CONV,
+        bottleneck=8,
+        epochs=3,
+        batch_size=64,
+        learning_rate=0.005,
+        loss="mse",
+        seed=0,
+        noise_factor=0.3,
+    )
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    assert encoder.output_shape == (None, 8)
+
+
+class WeightSnapshots(keras.callbacks.Callback):
+    """The encoder's weights at the end of each fit() call (each training phase)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder, self.snapshots = encoder, [[w.copy() for w in encoder.get_weights()]]
+
+    def on_train_end(self, logs=None):
+        self.snapshots.append([w.copy() for w in self.encoder.get_weights()])
+
+
+def _changed(a: list, b: list) -> list[bool]:
+    return [not np.array_equal(u, v) for u, v in zip(a, b, strict=True)]
+
+
+def test_finetune_keeps_frozen_weights_then_trains_them(digits):
+    _, encoder = models.build(DENSE, (8, 8, 1), 16)
+    snapshots = WeightSnapshots(encoder)
+    _, history = fit_classifier(
+        encoder,
+        digits["x_train"],
+        digits["y_train"],
+        digits["x_val"],
+        digits["y_val"],
+        n_classes=10,
+        head_units=32,
+        dropout=0.2,
+        freeze_encoder=True,
+        epochs=2,
+        batch_size=64,
+        learning_rate=0.005,
+        seed=0,
+        finetune_epochs=1,
+        finetune_learning_rate=1e-3,
+        callbacks=[snapshots],
+    )
+    initial, after_head, after_finetune = snapshots.snapshots
+    assert not any(_changed(initial, after_head))  # phase 1: encoder frozen
+    assert all(_changed(after_head, after_finetune))  # phase 2: every encoder weight trains
+    assert len(history["val_accuracy"]) == 3 and encoder.trainable
 
 
 def _classifier(digits, freeze: bool):

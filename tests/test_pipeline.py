@@ -154,3 +154,42 @@ def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
         (project / o).unlink()
     run_cli(project, "dvc", "pull")
     assert {o: file_md5(project / o) for o in outputs} == before
+
+
+def test_train_on_own_npz_with_conv_finetune_and_few_labels(project):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 12, 10, 3), dtype=np.uint8)  # any size, RGB, 0..255
+    np.savez(project / "mine.npz", x=x, y=np.arange(60) % 3)
+    run_cli(
+        project,
+        "-m",
+        "src.train",
+        "dataset=npz",
+        "dataset.path=mine.npz",
+        "dataset.class_names=[a,b,c]",
+        "model=conv",
+        "model.filters=[4,8]",
+        "bottleneck=4",
+        "classify.finetune=true",
+        "classify.finetune_epochs=1",
+        "classify.labels_per_class=5",
+        "pretrain.noise_factor=0.5",
+        "pretrain.epochs=1",
+        "classify.epochs=1",
+        "hydra.run.dir=out",
+    )
+    metrics = json.loads((project / "out/reports/metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["bottleneck"] == 4
+    history = (project / "out/reports/classify_history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # header, 1 frozen epoch, 1 fine-tuning epoch
+    predicted = (project / "out/reports/predictions.csv").read_text().splitlines()[1:]
+    assert len(predicted) == 12 and {p.split(",")[0] for p in predicted} == {"a", "b", "c"}
+
+
+def test_missing_mnist_file_is_one_line_naming_the_key(project):
+    proc = run_cli(
+        project, "-m", "src.prepare", "dataset=mnist", "dataset.path=no/mnist.npz", check=False
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: dataset.path='no/mnist.npz' not found")

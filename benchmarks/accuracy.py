@@ -1,0 +1,161 @@
+"""Issue 6's accuracy targets on MNIST: one table of setting, accuracy, PCA(k) + the same head,
+train time and peak memory. Every setting runs in a fresh process (its own peak memory) through
+the project's plain functions: data.prepare -> pretrain.run -> classify.run.
+
+Usage (from the repository root):
+  python -m benchmarks.accuracy                                   # every setting, test set
+  python -m benchmarks.accuracy --only dense32,conv --split val   # a subset, on validation
+"""
+
+import argparse
+import logging
+import multiprocessing
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = "../shared/data/mnist.npz"  # Keras' four arrays; relative to the repository root
+
+# name -> (config overrides, target on the MNIST test set, reference from the issue)
+SETTINGS = {  # the issue's targets first, then the rest of the bottleneck sweep
+    "dense32": (["bottleneck=32"], 0.980, "PCA(32)+LR 0.901, raw-pixel LR 0.926"),
+    "conv": (["model=conv", "classify.finetune=true"], 0.993, "LeNet-5 0.9905"),
+    "labels100": (
+        [
+            "model=conv",
+            "classify.labels_per_class=10",
+            "classify.batch_size=32",
+            "classify.epochs=100",
+        ],
+        0.90,
+        "M1+TSVM 0.882",
+    ),
+    **{
+        f"dense{k}": ([f"bottleneck={k}"], None, f"PCA({k})+LR {ref}")
+        for k, ref in [(16, 0.858), (8, 0.791), (4, 0.578), (2, 0.446)]
+    },
+}
+
+
+def pca_encoder(x_train, k: int, seed: int):
+    """A frozen Keras 'encoder' that projects onto the first k principal components."""
+    import keras
+    from sklearn.decomposition import PCA
+
+    pca = PCA(k, random_state=seed).fit(x_train.reshape(len(x_train), -1))
+    inputs = keras.Input(shape=x_train.shape[1:], name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    code = keras.layers.Dense(k, name="pca")(x)
+    encoder = keras.Model(inputs, code, name="encoder")
+    encoder.get_layer("pca").set_weights([pca.components_.T, -pca.mean_ @ pca.components_.T])
+    return encoder
+
+
+def run_setting(name: str, data_path: str, split: str, queue) -> None:
+    """Train one setting from scratch; put its row (a dict) on the queue."""
+    logging.basicConfig(level=logging.WARNING)
+    from hydra import compose, initialize_config_dir
+
+    from src import classify, data, pretrain
+    from src.config import validate
+
+    overrides, _, _ = SETTINGS[name]
+    base = ["dataset=mnist", f"dataset.path={data_path}", "mlflow.enabled=false"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=base + overrides)
+    validate(cfg)
+    d = cfg.dataset
+    arrays = data.prepare(d.name, d.test_size, d.val_size, cfg.seed, d.path, d.class_names)
+    x_eval, y_eval = arrays[f"x_{split}"], arrays[f"y_{split}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        pretrain.run(cfg, arrays, Path(tmp))
+        classifier = classify.run(cfg, arrays, Path(tmp))
+        train_time = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    accuracy = classifier.evaluate(x_eval, y_eval, verbose=0)[1]
+
+    # baseline: PCA to the same k, then the same head on the same labels, encoder frozen
+    c = cfg.classify
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    if c.labels_per_class is not None:
+        keep = data.labelled_subset(y_train, c.labels_per_class, cfg.seed)
+        x_labelled, y_labelled = x_train[keep], y_train[keep]
+    else:
+        x_labelled, y_labelled = x_train, y_train
+    pca_classifier, _ = classify.fit_classifier(
+        pca_encoder(x_train, cfg.bottleneck, cfg.seed),
+        x_labelled,
+        y_labelled,
+        arrays["x_val"],
+        arrays["y_val"],
+        n_classes=len(arrays["class_names"]),
+        head_units=c.head_units,
+        dropout=cfg.dropout,
+        freeze_encoder=True,
+        epochs=c.epochs,
+        batch_size=c.batch_size,
+        learning_rate=c.learning_rate,
+        seed=cfg.seed,
+    )
+    pca_accuracy = pca_classifier.evaluate(x_eval, y_eval, verbose=0)[1]
+    queue.put(
+        {
+            "k": cfg.bottleneck,
+            "accuracy": accuracy,
+            "pca": pca_accuracy,
+            "time": train_time,
+            "peak_mb": peak_mb,
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SETTINGS)}")
+    parser.add_argument("--data", default=DATA, help="MNIST .npz or IDX folder (dataset.path)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "val"],
+        help="where to measure accuracy (tune on val, report test)",
+    )
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(SETTINGS)
+    unknown = set(names) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown settings {sorted(unknown)}; known: {','.join(SETTINGS)}")
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh process per setting: its own peak
+    rows = []
+    for name in names:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=run_setting, args=(name, args.data, args.split, queue))
+        proc.start()
+        proc.join()  # the row is a small dict: it fits in the queue's pipe
+        if proc.exitcode != 0:
+            raise SystemExit(f"error: setting {name} failed (exit code {proc.exitcode})")
+        rows.append((name, queue.get()))
+        print(f"done {name}: {rows[-1][1]}", flush=True)
+
+    print(f"\nMNIST, accuracy on the {args.split} set ({len(rows)} settings)\n")
+    print(
+        "| setting | k | accuracy | PCA(k) + same head | target | train time | peak RSS |"
+        " reference |\n|---|---|---|---|---|---|---|---|"
+    )
+    for name, r in rows:
+        _, target, reference = SETTINGS[name]
+        target = f"≥ {target}" if target else "> PCA"
+        print(
+            f"| {name} | {r['k']} | {r['accuracy']:.4f} | {r['pca']:.4f} | {target} | "
+            f"{r['time']:.0f} s | {r['peak_mb'] / 1024:.2f} GiB | {reference} |"
+        )
+    print("\nsettings (on top of dataset=mnist and the defaults in conf/):")
+    for name, _ in rows:
+        print(f"  {name}: {' '.join(SETTINGS[name][0])}")
+
+
+if __name__ == "__main__":
+    main()

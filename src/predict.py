@@ -1,0 +1,136 @@
+"""Apply a trained classifier to new images: a .npz, an image file or a folder of PNG/JPEG.
+
+python -m src.predict model=<path.keras | models:/name@champion | runs:/...> input=<...>
+
+Preprocessing is the training code (`src.data.scale` with the pixel range recorded with the
+model, resizing to the model's input size, grey or RGB as the model expects), and the record
+travels with the model: a JSON file beside the .keras file, and the MLflow model's metadata.
+"""
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from src.config import UserError, atomic_path, user_errors
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def preprocessing_path(model_path: str | Path) -> Path:
+    """Where the preprocessing record of a .keras model lives."""
+    return Path(model_path).with_suffix(".preprocessing.json")
+
+
+def load_predictor(ref: str, tracking_uri: str | None = None) -> tuple:
+    """Return (keras model, preprocessing record) for a .keras path or an MLflow model URI."""
+    from src import models
+
+    if ref.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        try:
+            info = mlflow.models.get_model_info(ref)
+            model = mlflow.tensorflow.load_model(ref)
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0]
+            raise UserError(f"model={ref} cannot be loaded from MLflow ({reason})") from None
+        record = (info.metadata or {}).get("preprocessing")
+    else:
+        model = models.load(ref)
+        path = preprocessing_path(ref)
+        record = json.loads(path.read_text()) if path.is_file() else None
+    if not record:
+        raise UserError(f"model={ref} has no preprocessing record (pixel range, image shape): "
+                        "retrain it with this version of src.classify")  # fmt: skip
+    return model, record
+
+
+def read_inputs(source: str, record: dict) -> tuple[list[str], np.ndarray]:
+    """Names and preprocessed images (n, h, w, c) in [0, 1], shaped as the model expects."""
+    import keras
+
+    from src import data
+
+    path = Path(source)
+    h, w, c = record["image_shape"]
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                key = next((k for k in ("x", "x_test", "images") if k in f.files), None)
+                if key is None:
+                    raise UserError(f"input={source} has no array x, x_test or images")
+                x = f[key]
+        except (OSError, ValueError) as e:
+            raise UserError(f"input={source} is not a readable .npz file ({e})") from None
+        x = x[..., None] if x.ndim == 3 else x
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise UserError(f"input={source}: images must be (n, h, w) or (n, h, w, 1|3)")
+        x = data.scale(x, *record["pixel_range"])
+        if x.shape[-1] != c:  # grey <-> RGB, as the model expects
+            x = x.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(x, 3, axis=-1)
+        if x.shape[1:3] != (h, w):
+            x = np.asarray(keras.ops.image.resize(x, (h, w)))
+        return [f"{source}[{i}]" for i in range(len(x))], x.astype(np.float32)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
+        path.is_dir()) else [path]  # fmt: skip
+    if not files or not all(p.is_file() for p in files):
+        raise UserError(f"input={source} is not an .npz file, an image or a folder of images")
+    mode = "grayscale" if c == 1 else "rgb"
+    images = []
+    for p in files:
+        try:
+            img = keras.utils.load_img(p, color_mode=mode, target_size=(h, w))
+        except Exception as e:
+            raise UserError(f"input image {p} cannot be read ({e})") from None
+        images.append(keras.utils.img_to_array(img) / 255.0)  # 8-bit images: 0..255 -> [0, 1]
+    return [str(p) for p in files], np.stack(images).astype(np.float32)
+
+
+def predict(model, x: np.ndarray, class_names: list[str], batch_size: int = 256) -> list[dict]:
+    """One row per image: predicted class, its name and probability."""
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    classes = probabilities.argmax(axis=1)
+    return [
+        {"class": int(k), "class_name": class_names[k], "probability": float(p[k])}
+        for k, p in zip(classes, probabilities, strict=True)
+    ]
+
+
+def write_csv(names: list[str], rows: list[dict], path: str | Path) -> None:
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["input", "class", "class_name", "probability"])
+        for name, r in zip(names, rows, strict=True):
+            writer.writerow([name, r["class"], r["class_name"], f"{r['probability']:.6f}"])
+
+
+@hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        if not cfg.input:
+            raise UserError("input is required: input=<file.npz | image | folder of images>")
+        from src import tracking
+
+        model, record = load_predictor(str(cfg.model), tracking.tracking_uri(cfg))
+        names, x = read_inputs(str(cfg.input), record)
+        rows = predict(model, x, record["class_names"], cfg.batch_size)
+        write_csv(names, rows, cfg.output)
+        counts = Counter(r["class_name"] for r in rows)
+        mean_p = np.mean([r["probability"] for r in rows])
+        log.info("%d images -> %s; predicted classes %s; mean probability %.3f",
+                 len(rows), cfg.output, dict(sorted(counts.items())), mean_p)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
