@@ -1,6 +1,7 @@
 """Stage 3: the pretrained encoder (frozen, fine-tuned or trained) + a dense head + softmax; and
 the same head on PCA codes, as a baseline."""
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from src.config import UserError, file_md5, select_params, user_errors, validate
+from src.config import UserError, atomic_path, file_md5, select_params, user_errors, validate
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,15 @@ def head_settings(cfg: DictConfig, n_classes: int) -> dict:
     }
 
 
+def preprocessing_record(arrays: dict[str, np.ndarray]) -> dict:
+    """How training images were prepared: the record src.predict applies to new images."""
+    return {
+        "pixel_range": [float(v) for v in arrays["pixel_range"]],
+        "image_shape": [int(d) for d in arrays["x_train"].shape[1:]],
+        "class_names": [str(c) for c in arrays["class_names"]],
+    }
+
+
 def labelled(cfg: DictConfig, y_train: np.ndarray) -> np.ndarray | None:
     """Indices of the training labels the classifiers may use (classify.labels_per_class)."""
     from src import data
@@ -165,9 +175,12 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
         callbacks=tracking.callbacks("classify/"),
     )
     models.save(classifier, out / cfg.paths.classifier)
+    record = preprocessing_record(arrays)  # what src.predict needs to feed the model new images
+    with atomic_path(out / cfg.paths.preprocessing) as tmp:  # = predict.preprocessing_path
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
     data.save_history(history, out / cfg.paths.classify_history)
     tracking.log_artifact(out / cfg.paths.classify_history)
-    tracking.log_model(classifier, "classifier", arrays["x_val"])
+    tracking.log_model(classifier, "classifier", arrays["x_val"], {"preprocessing": record})
     log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
     log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
     baseline = fit_pca_classifier(arrays, cfg.bottleneck, settings, keep)

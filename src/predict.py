@@ -9,6 +9,7 @@ travels with the model: a JSON file beside the .keras file, and the MLflow model
 
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -115,14 +116,13 @@ def write_csv(names: list[str], rows: list[dict], path: str | Path) -> None:
             writer.writerow([name, r["class"], r["class_name"], f"{r['probability']:.6f}"])
 
 
-@hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
+@hydra.main(config_path="../conf/predict", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         if not cfg.input:
             raise UserError("input is required: input=<file.npz | image | folder of images>")
-        from src import tracking
-
-        model, record = load_predictor(str(cfg.model), tracking.tracking_uri(cfg))
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+        model, record = load_predictor(str(cfg.model), uri)
         names, x = read_inputs(str(cfg.input), record)
         rows = predict(model, x, record["class_names"], cfg.batch_size)
         write_csv(names, rows, cfg.output)

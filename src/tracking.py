@@ -145,7 +145,9 @@ def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> N
         mlflow.log_artifact(str(path), artifact_path)
 
 
-def log_model(model: keras.Model, name: str, x_example: np.ndarray) -> None:
+def log_model(
+    model: keras.Model, name: str, x_example: np.ndarray, metadata: dict | None = None
+) -> None:
     """Log a Keras model with a signature, an input example and explicit pip requirements."""
     if not mlflow.active_run():
         return
@@ -159,6 +161,7 @@ def log_model(model: keras.Model, name: str, x_example: np.ndarray) -> None:
         name=name,
         signature=signature,
         input_example=x_example,
+        metadata=metadata,
         pip_requirements=[
             f"tensorflow=={tf.__version__}",
             f"keras=={keras.__version__}",

@@ -1,0 +1,82 @@
+"""src.predict: new images through the training preprocessing, from a .keras file or MLflow."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from src import predict
+from tests.conftest import copy_project, make_cfg, run_cli
+
+TINY = ["pretrain.epochs=2", "classify.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("predict"))
+    for stage in ("prepare", "pretrain", "classify"):
+        run_cli(project, "-m", f"src.{stage}", *TINY)
+    return project
+
+
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_record_sits_where_predict_looks():
+    cfg = make_cfg()
+    assert predict.preprocessing_path(cfg.paths.classifier) == Path(cfg.paths.preprocessing)
+
+
+def test_npz_in_the_original_pixel_range_predicts_like_the_pipeline(trained):
+    from src import models
+
+    prepared = np.load(trained / "data/prepared.npz")
+    lo, hi = prepared["pixel_range"]
+    x = prepared["x_test"][:20]
+    np.savez(trained / "raw.npz", x=(x * (hi - lo) + lo)[..., 0])  # as a user has them: 0..16
+    run_cli(trained, "-m", "src.predict", "input=raw.npz", "output=out/pred.csv")
+    rows = _rows(trained / "out/pred.csv")
+    expected = models.load(trained / "models/classifier.keras").predict(x, verbose=0)
+    assert [int(r["class"]) for r in rows] == expected.argmax(1).tolist()
+    assert all(r["class_name"] == r["class"] for r in rows)  # digits: names are "0".."9"
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], expected.max(1), atol=1e-5)
+
+
+def test_folder_of_png_images_is_resized_and_scaled(trained):
+    import keras
+
+    folder = trained / "pngs"
+    folder.mkdir()
+    x = np.load(trained / "data/prepared.npz")["x_test"][:3]
+    for i, image in enumerate(x):  # 8-bit PNGs, 4x larger than the training images
+        big = np.kron(image, np.ones((4, 4, 1))) * 255
+        keras.utils.save_img(folder / f"digit{i}.png", big, scale=False)
+    proc = run_cli(trained, "-m", "src.predict", f"input={folder}", "output=png.csv")
+    rows = _rows(trained / "png.csv")
+    assert [Path(r["input"]).name for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+    assert all(0 <= float(r["probability"]) <= 1 for r in rows)
+    assert "3 images" in proc.stdout + proc.stderr
+
+
+def test_mlflow_model_uri_carries_the_record(trained):
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ae-classify")
+    model = next(m for m in client.search_logged_models([exp.experiment_id])
+                 if m.name == "classifier")  # fmt: skip
+    np.savez(trained / "few.npz", x=np.load(trained / "data/prepared.npz")["x_test"][:5] * 16)
+    run_cli(trained, "-m", "src.predict", f"model={model.model_uri}", "input=few.npz",
+            "output=uri.csv")  # fmt: skip
+    assert len(_rows(trained / "uri.csv")) == 5
+
+
+def test_model_without_record_and_bad_input_are_refused(trained):
+    import shutil
+
+    shutil.copy(trained / "models/classifier.keras", trained / "bare.keras")
+    proc = run_cli(trained, "-m", "src.predict", "model=bare.keras", "input=raw.npz", check=False)
+    assert proc.returncode != 0 and "has no preprocessing record" in proc.stderr
+    proc = run_cli(trained, "-m", "src.predict", "input=nothing.txt", check=False)
+    assert proc.returncode != 0 and "input=nothing.txt" in proc.stderr.splitlines()[-1]
