@@ -95,6 +95,7 @@ def main() -> None:
     overrides = [f"pretrain.epochs={a.epochs}", f"pretrain.batch_size={a.batch_size}"]
     res: dict[bool, list[tuple]] = {True: [], False: []}
     loads = []
+    in_process(arrays, compose(["pretrain.epochs=1", "mlflow.enabled=false"]), tmp / "warm-up")
     for r in range(a.repeats):
         for enabled in (False, True):
             cfg = compose([*overrides, f"mlflow.enabled={str(enabled).lower()}"])
