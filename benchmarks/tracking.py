@@ -8,6 +8,7 @@ and, for the CLI, a fresh cache (nothing reused); the MLflow store is created on
 """
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -46,9 +47,10 @@ def in_process(arrays: dict, cfg, out: Path) -> tuple[float, float, float]:
     tracking.log_model = timed_log_model
     keras.backend.clear_session()
     start = time.perf_counter()
-    try:
-        with tracking.start_run(cfg, "tracking-benchmark", {"epochs": cfg.pretrain.epochs}):
-            autoencoder, _ = pretrain.run(cfg, arrays, out)
+    try:  # Keras' and MLflow's progress output goes to stderr, the table to stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            with tracking.start_run(cfg, "tracking-benchmark", {"epochs": cfg.pretrain.epochs}):
+                autoencoder, _ = pretrain.run(cfg, arrays, out)
     finally:
         tracking.log_model = original
     seconds = time.perf_counter() - start
