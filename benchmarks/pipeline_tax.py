@@ -99,7 +99,6 @@ def main() -> None:
     for r in range(a.repeats):
         for name, cmd in variants.items():
             work = tmp / f"{r}-{len(times[name])}-{abs(hash(name))}"
-            cmd = [c.replace(str(MNIST), str(MNIST.resolve())) for c in cmd]
             seconds, reached = run(cmd, work, store)
             times[name].append(seconds)
             quality[name].append(reached)
