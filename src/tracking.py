@@ -155,7 +155,10 @@ def log_model(
     from mlflow.models import infer_signature
 
     x_example = x_example[:5]
-    signature = infer_signature(x_example, model.predict(x_example, verbose=0))
+    # A direct call, not predict(): predict traces a new predict function for each model only to
+    # get 5 outputs (0.25 s per model, 0.8 s the first; see benchmarks/log_model.py).
+    y_example = keras.ops.convert_to_numpy(model(x_example, training=False))
+    signature = infer_signature(x_example, y_example)
     mlflow.tensorflow.log_model(
         model,
         name=name,

@@ -1,0 +1,84 @@
+"""Shared helpers for the benchmark scripts: machine description, MNIST loading, tables."""
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+HIDDEN = [128, 64]  # dense AE 784-128-64-32
+BOTTLENECK = 32
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo, or platform's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_avg() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def header(title: str) -> str:
+    """Markdown heading with the command, date, machine and current load average."""
+    cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"## {title}\n\n`{cmd}`  \n{now}; {os.cpu_count()} cores, {cpu_model()}; "
+        f"load average (1/5/15 min) at start {load_avg()}\n"
+    )
+
+
+def table(columns: list[str], rows: list[list]) -> str:
+    """Markdown table; floats get 3 significant decimals."""
+
+    def cell(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def load_mnist(path: Path = MNIST, n_val: int = 5000) -> dict[str, np.ndarray]:
+    """MNIST from the shared .npz, scaled to [0, 1] as (n, 28, 28, 1) float32; val from train."""
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found (expected ../shared/data/mnist.npz)")
+    with np.load(path) as f:
+        x_train, y_train = f["x_train"], f["y_train"]
+        x_test, y_test = f["x_test"], f["y_test"]
+
+    def scale(x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.float32) / 255.0)[..., None]
+
+    return {
+        "x_train": scale(x_train[n_val:]),
+        "y_train": y_train[n_val:].astype(np.int64),
+        "x_val": scale(x_train[:n_val]),
+        "y_val": y_train[:n_val].astype(np.int64),
+        "x_test": scale(x_test),
+        "y_test": y_test.astype(np.int64),
+    }
