@@ -67,11 +67,7 @@ def read_path(path: str) -> dict[str, np.ndarray]:
         return {k: read_idx(found[0]) for k, found in files.items()}
     if not p.is_file():
         raise UserError(f"dataset.path={path!r} not found (relative paths start at {Path.cwd()})")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"dataset.path={path!r} is not a readable .npz file ({e})") from None
+    arrays = read_npz(p, f"dataset.path={path!r}")
     for layout in LAYOUTS:
         if all(k in arrays for k in layout):
             return {k: arrays[k] for k in (*layout, "class_names") if k in arrays}
@@ -275,16 +271,21 @@ def save(arrays: dict[str, np.ndarray], path: str | Path) -> None:
         np.savez(tmp, **arrays)
 
 
+def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, never unpickling; `what` names the file in the error."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{what} is not a readable .npz file ({e})") from None
+
+
 def load(path: str | Path) -> dict[str, np.ndarray]:
     """Read prepared arrays, with a clear error for a missing or damaged file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"prepared data {path} not found: run `python -m src.prepare` first")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"prepared data {path} is not a readable .npz file ({e})") from None
+    arrays = read_npz(path, f"prepared data {path}")
     missing = [k for s in SPLITS for k in (f"x_{s}", f"y_{s}") if k not in arrays]
     if missing or "class_names" not in arrays:
         raise UserError(f"prepared data {path} lacks arrays {missing or ['class_names']}")

@@ -64,14 +64,11 @@ def read_inputs(source: str, record: dict) -> tuple[list[str], np.ndarray]:
     path = Path(source)
     h, w, c = record["image_shape"]
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                key = next((k for k in ("x", "x_test", "images") if k in f.files), None)
-                if key is None:
-                    raise UserError(f"input={source} has no array x, x_test or images")
-                x = f[key]
-        except (OSError, ValueError) as e:
-            raise UserError(f"input={source} is not a readable .npz file ({e})") from None
+        arrays = data.read_npz(path, f"input={source}")
+        key = next((k for k in ("x", "x_test", "images") if k in arrays), None)
+        if key is None:
+            raise UserError(f"input={source} has no array x, x_test or images")
+        x = arrays[key]
         x = x[..., None] if x.ndim == 3 else x
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise UserError(f"input={source}: images must be (n, h, w) or (n, h, w, 1|3)")
