@@ -143,10 +143,7 @@ def _classifier(digits, freeze: bool):
         learning_rate=0.005,
         seed=0,
     )
-    changed = [
-        not np.array_equal(a, b) for a, b in zip(before, encoder.get_weights(), strict=True)
-    ]
-    return classifier, history, changed
+    return classifier, history, _changed(before, encoder.get_weights())
 
 
 def test_frozen_encoder_weights_do_not_change(digits):

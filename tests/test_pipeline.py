@@ -5,20 +5,15 @@ import shutil
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from src.config import file_md5
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, mlflow_client, run_cli
 
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
 
 
-def _client(project) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-
-
 def _runs(project) -> dict:
-    client = _client(project)
+    client = mlflow_client(project)
     exp = client.get_experiment_by_name("ae-classify")
     runs = client.search_runs([exp.experiment_id])
     return {r.info.run_name: r for r in runs}
@@ -69,7 +64,7 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     assert runs["pretrain"].data.params["bottleneck"] == "32"
     assert "dropout" not in runs["pretrain"].data.params  # only the keys the stage reads
     assert runs["classify"].data.params["classify.freeze_encoder"] == "True"
-    client = _client(project)
+    client = mlflow_client(project)
     for run, key in [("pretrain", "pretrain/val_loss"), ("classify", "classify/val_accuracy")]:
         history = client.get_metric_history(runs[run].info.run_id, key)
         assert [m.step for m in history] == [0, 1]

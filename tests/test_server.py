@@ -7,7 +7,6 @@ runs on loopback as its own `postgres` user under a temporary data folder.
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 
 pytestmark = pytest.mark.integration
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin() -> Path:
@@ -53,7 +46,7 @@ def postgres():
     pg = _pg_bin()
     data = Path(tempfile.mkdtemp(prefix="ae-classify-pg-"))
     shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     _as_postgres(str(pg / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres")
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
     _as_postgres(str(pg / "pg_ctl"), "-D", str(data / "db"), "-o", options,
@@ -70,7 +63,7 @@ def postgres():
 @pytest.fixture
 def tracking_server(postgres, tmp_path):
     """`mlflow server` on PostgreSQL with a local artifact destination; yields its URL."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
            "--artifacts-destination", str(tmp_path / "artifacts"),
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,9 @@ import pytest
 from mlflow import MlflowClient
 
 from src import train
-from tests.conftest import copy_project, make_cfg, run_cli
+from tests.conftest import copy_project, free_port, make_cfg, mlflow_client, run_cli
 
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
-
-
-def _client(project) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
 
 
 def _runs(client: MlflowClient) -> list:
@@ -43,7 +38,7 @@ def swept(tmp_path_factory):
 
 def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     project = swept
-    client = _client(project)
+    client = mlflow_client(project)
     runs = _runs(client)
     parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -75,23 +70,17 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_champion_serves_over_http(swept):
     """`mlflow models serve` on the registered champion answers /invocations like the model."""
     from src import models
 
-    client = _client(swept)
+    client = mlflow_client(swept)
     champion = client.get_model_version_by_alias("ae-classify-classifier", "champion")
     job = Path(client.get_run(champion.run_id).data.tags["output_dir"])
     local = models.load(job / "models/classifier.keras")
     x = np.load(next(swept.glob(".cache/prepared-*.npz")))["x_test"][:16]
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{swept / 'mlflow.db'}"}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
            "models:/ae-classify-classifier@champion", "--env-manager", "local",
@@ -126,7 +115,7 @@ def test_failed_point_does_not_stop_the_sweep(project):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "1 of 2 sweep points failed" in last and "bottleneck=100" in last
-    runs = {r.data.params.get("bottleneck"): r for r in _runs(_client(project))}
+    runs = {r.data.params.get("bottleneck"): r for r in _runs(mlflow_client(project))}
     assert runs["4"].info.status == "FINISHED" and "test_accuracy" in runs["4"].data.metrics
     assert runs["100"].info.status == "FAILED"
     assert "larger than the 64 input pixels" in runs["100"].data.tags["error"]
@@ -206,7 +195,7 @@ def test_retry_locked_retries_only_lock_errors(monkeypatch):
 def test_submitit_local_launcher_runs_the_sweep(project):
     run_cli(project, "-m", "src.train", "bottleneck=4", "dropout=0.0,0.5", *TINY,
             "hydra/launcher=submitit_local", "-m")  # fmt: skip
-    runs = _runs(_client(project))
+    runs = _runs(mlflow_client(project))
     parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 2
