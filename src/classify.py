@@ -4,6 +4,7 @@ the same head on PCA codes, as a baseline."""
 import json
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import hydra
@@ -34,19 +35,23 @@ def fit_classifier(
     seed: int,
     finetune_epochs: int = 0,
     finetune_learning_rate: float = 1e-4,
+    augment: Mapping[str, float] | None = None,
     callbacks: list | None = None,
 ) -> tuple:
     """Return (classifier, history) trained on the labels; with finetune_epochs > 0, then
-    unfreeze the encoder and train on at finetune_learning_rate (Keras' transfer learning)."""
+    unfreeze the encoder and train on from finetune_learning_rate, decayed to 0 by a cosine
+    (Keras' transfer learning; the decay leaves a settled final model)."""
     import keras
 
     from src import models
 
     keras.utils.set_random_seed(seed)
-    classifier = models.build_classifier(encoder, n_classes, head_units, dropout, freeze_encoder)
+    classifier = models.build_classifier(
+        encoder, n_classes, head_units, dropout, freeze_encoder, augment
+    )
     history: dict[str, list[float]] = {}
 
-    def train(lr: float, first_epoch: int, last_epoch: int, key: str) -> None:
+    def train(lr, first_epoch: int, last_epoch: int, key: str) -> None:
         classifier.compile(
             optimizer=keras.optimizers.Adam(lr),
             loss="sparse_categorical_crossentropy",
@@ -71,8 +76,9 @@ def fit_classifier(
     train(learning_rate, 0, epochs, "classify.learning_rate")
     if finetune_epochs:  # unfreeze, recompile (in train) so that it takes effect, low rate
         encoder.trainable = True
-        end = epochs + finetune_epochs
-        train(finetune_learning_rate, epochs, end, "classify.finetune_learning_rate")
+        steps = -(-len(x_train) // batch_size) * finetune_epochs
+        decay = keras.optimizers.schedules.CosineDecay(finetune_learning_rate, steps)  # to 0
+        train(decay, epochs, epochs + finetune_epochs, "classify.finetune_learning_rate")
     return classifier, history
 
 
@@ -90,6 +96,7 @@ def head_settings(cfg: DictConfig, n_classes: int) -> dict:
         "seed": cfg.seed,
         "finetune_epochs": c.finetune_epochs if c.finetune else 0,
         "finetune_learning_rate": c.finetune_learning_rate,
+        "augment": dict(c.augment),
     }
 
 
@@ -110,6 +117,48 @@ def labelled(cfg: DictConfig, y_train: np.ndarray) -> np.ndarray | None:
     return None if n is None else data.labelled_subset(y_train, n, cfg.seed)
 
 
+def spread_labels(
+    codes: np.ndarray, y: np.ndarray, keep: np.ndarray, n_neighbors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label the other training images from the few in `keep` by label spreading over the k-NN
+    graph of their codes (scikit-learn's LabelSpreading). Returns (indices, labels) of the
+    images the labels reached; the known labels stay as they are."""
+    from sklearn.semi_supervised import LabelSpreading
+
+    partial = np.full(len(y), -1)
+    partial[keep] = y[keep]
+    # alpha 0.8: each image keeps 20 % of its initial label; tuned on the validation split
+    spreading = LabelSpreading(kernel="knn", n_neighbors=n_neighbors, alpha=0.8, max_iter=1000)
+    spreading.n_neighbors = min(n_neighbors, len(codes) - 1)  # tiny datasets
+    spreading.fit(codes.reshape(len(codes), -1), partial)
+    labels = spreading.transduction_.astype(y.dtype)
+    labels[keep] = y[keep]
+    reached = spreading.label_distributions_.sum(axis=1) > 0
+    reached[keep] = True
+    log.info(
+        "label spreading: %d known labels reached %d of %d training images",
+        len(keep),
+        reached.sum(),
+        len(y),
+    )
+    return np.flatnonzero(reached), labels[reached]
+
+
+def training_labels(
+    cfg: DictConfig, encode: Callable, x_train: np.ndarray, y_train: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels a classifier head trains on: all labels, the few of
+    classify.labels_per_class, or those spread from them over the codes `encode(x_train)`."""
+    keep = labelled(cfg, y_train)
+    if keep is None:
+        return x_train, y_train
+    c = cfg.classify
+    if not c.label_spreading:
+        return x_train[keep], y_train[keep]
+    index, labels = spread_labels(encode(x_train), y_train, keep, c.spreading_neighbors)
+    return x_train[index], labels
+
+
 def flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1)
 
@@ -124,25 +173,20 @@ def fit_pca(x_train: np.ndarray, n_components: int):
         return PCA(n_components, svd_solver="full").fit(flat(x_train))
 
 
-def fit_pca_classifier(
-    arrays: dict[str, np.ndarray],
-    n_components: int,
-    settings: dict,
-    keep: np.ndarray | None = None,
-):
+def fit_pca_classifier(cfg: DictConfig, arrays: dict[str, np.ndarray], settings: dict):
     """The PCA baseline: PCA codes through the same head, trained the same way (`settings`).
 
     The PCA projection is a Keras encoder, frozen or fine-tuned just as the autoencoder's; like
-    the autoencoder it sees all training images, while the head sees the labels in `keep`.
+    the autoencoder it sees all training images, while the head sees the same labels (few, or
+    spread over the PCA codes).
     """
     from src import models
 
     x_train, y_train = arrays["x_train"], arrays["y_train"]
-    pca = fit_pca(x_train, n_components)
+    pca = fit_pca(x_train, cfg.bottleneck)
     w = pca.components_.T
     encoder = models.build_linear_encoder(x_train.shape[1:], w, -pca.mean_ @ w, "pca_encoder")
-    if keep is not None:
-        x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train = training_labels(cfg, lambda x: pca.transform(flat(x)), x_train, y_train)
     classifier, _ = fit_classifier(
         encoder, x_train, y_train, arrays["x_val"], arrays["y_val"], **settings
     )
@@ -160,11 +204,15 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
             f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
         )
     settings = head_settings(cfg, len(arrays["class_names"]))
-    x_train, y_train = arrays["x_train"], arrays["y_train"]
-    keep = labelled(cfg, y_train)
-    if keep is not None:  # few labels; the autoencoder saw all training images
-        log.info("training the classifier on %d of %d labelled images", len(keep), len(y_train))
-        x_train, y_train = x_train[keep], y_train[keep]
+    n_train = len(arrays["y_train"])
+    x_train, y_train = training_labels(  # few labels; the autoencoder saw all training images
+        cfg,
+        lambda x: encoder.predict(x, batch_size=1024, verbose=0),
+        arrays["x_train"],
+        arrays["y_train"],
+    )
+    if len(y_train) < n_train:
+        log.info("training the classifier on %d of %d training images", len(y_train), n_train)
     classifier, history = fit_classifier(
         encoder,
         x_train,
@@ -183,7 +231,7 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path):
     tracking.log_model(classifier, "classifier", arrays["x_val"], {"preprocessing": record})
     log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
     log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
-    baseline = fit_pca_classifier(arrays, cfg.bottleneck, settings, keep)
+    baseline = fit_pca_classifier(cfg, arrays, settings)
     models.save(baseline, out / cfg.paths.pca_classifier)
     _, val_accuracy = baseline.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
     tracking.log_metrics({"pca_val_accuracy": val_accuracy})

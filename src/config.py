@@ -153,6 +153,28 @@ def validate(cfg: DictConfig) -> None:
         n,
         "null (all labels), a positive integer (per class) or a fraction in (0, 1)",
     )
+    _check(
+        isinstance(c.label_spreading, bool),
+        "classify.label_spreading",
+        c.label_spreading,
+        "true or false",
+    )
+    _check(
+        not c.label_spreading or n is not None,
+        "classify.label_spreading",
+        c.label_spreading,
+        "false unless classify.labels_per_class is set (it spreads those few labels)",
+    )
+    k = c.spreading_neighbors
+    _check(_is_int(k) and k > 0, "classify.spreading_neighbors", k, "a positive integer")
+    for key, limit in [("shift", 1), ("rotation", 180), ("zoom", 1)]:
+        v = c.augment[key]
+        _check(
+            _is_number(v) and 0 <= v < limit,
+            f"classify.augment.{key}",
+            v,
+            f"a number in [0, {limit}) (0 = off)",
+        )
     noise = cfg.pretrain.noise_factor
     _check(
         _is_number(noise) and noise >= 0,

@@ -107,12 +107,28 @@ def build(
 
 
 def build_classifier(
-    encoder: keras.Model, n_classes: int, head_units: int, dropout: float, freeze_encoder: bool
+    encoder: keras.Model,
+    n_classes: int,
+    head_units: int,
+    dropout: float,
+    freeze_encoder: bool,
+    augment: Mapping[str, float] | None = None,
 ) -> keras.Model:
-    """Encoder (frozen or trainable) + Dense(head_units) + Dropout(dropout) + softmax."""
+    """[Random shift, rotation, zoom] + encoder (frozen or trainable) + Dense(head_units) +
+    Dropout(dropout) + softmax. The augmentation layers (`augment`: shift and zoom as fractions
+    of the image size, rotation in degrees; 0 = off) act in training only, as in keras.io's
+    image classification examples."""
     encoder.trainable = not freeze_encoder
     inputs = keras.Input(shape=encoder.input_shape[1:], name="image")
-    x = encoder(inputs, training=False)
+    x = inputs
+    a = augment or {}
+    if a.get("shift"):
+        x = layers.RandomTranslation(a["shift"], a["shift"], "constant", name="augment_shift")(x)
+    if a.get("rotation"):
+        x = layers.RandomRotation(a["rotation"] / 360, "constant", name="augment_rotation")(x)
+    if a.get("zoom"):
+        x = layers.RandomZoom(a["zoom"], fill_mode="constant", name="augment_zoom")(x)
+    x = encoder(x, training=False)
     x = layers.Dense(head_units, activation="relu", name="head_dense")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)

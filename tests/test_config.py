@@ -50,6 +50,11 @@ def test_overrides_reach_the_config():
         ("classify.finetune_learning_rate=2", "classify.finetune_learning_rate"),
         ("classify.labels_per_class=0", "classify.labels_per_class"),
         ("classify.labels_per_class=1.5", "classify.labels_per_class"),
+        ("classify.label_spreading=true", "classify.label_spreading"),  # needs labels_per_class
+        ("classify.spreading_neighbors=0", "classify.spreading_neighbors"),
+        ("classify.augment.shift=1.0", "classify.augment.shift"),
+        ("classify.augment.rotation=-5", "classify.augment.rotation"),
+        ("classify.augment.zoom=high", "classify.augment.zoom"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

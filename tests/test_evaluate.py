@@ -21,7 +21,7 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_pca_baseline_uses_the_training_split_the_bottleneck_and_the_same_head(digits):
     cfg = make_cfg("bottleneck=8", "dropout=0.3", "classify.epochs=2", "classify.head_units=16")
-    clf = classify.fit_pca_classifier(digits, cfg.bottleneck, head_settings(cfg, 10))
+    clf = classify.fit_pca_classifier(cfg, digits, head_settings(cfg, 10))
     pca = classify.fit_pca(digits["x_train"], cfg.bottleneck)  # what evaluate refits
     x_train = digits["x_train"].reshape(len(digits["x_train"]), -1)
     assert pca.n_components_ == 8 and pca.n_features_in_ == 64

@@ -170,3 +170,20 @@ def test_save_and_load_in_safe_mode(tmp_path):
         models.load(path)
     with pytest.raises(UserError, match="not found"):
         models.load(tmp_path / "missing.keras")
+
+
+def test_augmentation_changes_training_inputs_only(tmp_path):
+    _, encoder = models.build_conv_autoencoder((12, 12, 1), 4, [4])
+    augment = {"shift": 0.2, "rotation": 15, "zoom": 0.2}
+    classifier = models.build_classifier(encoder, 3, 8, 0.0, True, augment)
+    names = [layer.name for layer in classifier.layers]
+    assert names[1:4] == ["augment_shift", "augment_rotation", "augment_zoom"]
+    x = np.random.default_rng(0).random((6, 12, 12, 1), dtype=np.float32)
+    predicted = classifier.predict(x, verbose=0)
+    np.testing.assert_allclose(classifier(x, training=False), predicted, rtol=1e-5)
+    assert not np.allclose(classifier(x, training=True), predicted)  # dropout is 0
+    models.save(classifier, tmp_path / "classifier.keras")
+    loaded = models.load(tmp_path / "classifier.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), predicted, rtol=1e-5)
+    off = models.build_classifier(encoder, 3, 8, 0.0, True, dict.fromkeys(augment, 0.0))
+    assert not [layer for layer in off.layers if layer.name.startswith("augment")]

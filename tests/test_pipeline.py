@@ -151,7 +151,7 @@ def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
     assert {o: file_md5(project / o) for o in outputs} == before
 
 
-def test_train_on_own_npz_with_conv_finetune_and_few_labels(project):
+def test_train_on_own_npz_with_conv_finetune_augment_and_spread_labels(project):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (60, 12, 10, 3), dtype=np.uint8)  # any size, RGB, 0..255
     np.savez(project / "mine.npz", x=x, y=np.arange(60) % 3)
@@ -168,6 +168,9 @@ def test_train_on_own_npz_with_conv_finetune_and_few_labels(project):
         "classify.finetune=true",
         "classify.finetune_epochs=1",
         "classify.labels_per_class=5",
+        "classify.label_spreading=true",
+        "classify.augment.shift=0.1",
+        "classify.augment.rotation=10",
         "pretrain.noise_factor=0.5",
         "pretrain.epochs=1",
         "classify.epochs=1",
