@@ -33,13 +33,25 @@ PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # set by src.sweep.SweepCallback
 SRC = Path(__file__).resolve().parent
 
 
+def source_stamp(path: str | None) -> list:
+    """Size and modification time of dataset.path (of each file, for a folder): a user's data
+    file replaced in place gets a new cache entry, as make and DVC notice changed files."""
+    if path is None:
+        return []
+    root = Path(path)
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
 def prepared_data(cfg: DictConfig) -> tuple[dict, Path]:
-    """Prepared arrays for cfg.dataset and cfg.seed, cached under paths.cache by their config."""
+    """Prepared arrays for cfg.dataset and cfg.seed, cached under paths.cache by their config
+    and the size and time of the dataset's file."""
     from filelock import FileLock
 
     from src import data
 
-    key = config_hash(OmegaConf.create({"dataset": cfg.dataset, "seed": cfg.seed}))
+    inputs = {"dataset": cfg.dataset, "seed": cfg.seed, "source": source_stamp(cfg.dataset.path)}
+    key = config_hash(OmegaConf.create(inputs))
     path = Path(cfg.paths.cache) / f"prepared-{cfg.dataset.name}-{key}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):

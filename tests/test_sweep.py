@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from src import train
+from src import data, train
 from tests.conftest import copy_project, free_port, make_cfg, mlflow_client, run_cli
 
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
@@ -126,6 +126,18 @@ def test_failed_point_does_not_stop_the_sweep(project):
     assert [r["status"] for r in results] == ["FINISHED", "FAILED"]
     assert (jobs[0] / "models/classifier.keras").is_file()
     assert not (project / "models").exists()  # DVC outputs untouched
+
+
+def test_data_cache_notices_a_dataset_file_replaced_in_place(tmp_path):
+    path = tmp_path / "mine.npz"
+    cfg = make_cfg("dataset=npz", f"dataset.path={path}", f"paths.cache={tmp_path / 'cache'}")
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, (40, 6, 6)), y=np.arange(40) % 2)
+    first, first_path = train.prepared_data(cfg)
+    assert train.prepared_data(cfg)[1] == first_path  # unchanged file: the cache entry
+    np.savez(path, x=rng.integers(0, 256, (60, 6, 6)), y=np.arange(60) % 2)  # replaced
+    second, second_path = train.prepared_data(cfg)
+    assert second_path != first_path and sum(len(second[f"y_{s}"]) for s in data.SPLITS) == 60
 
 
 def test_autoencoder_key_depends_on_pretrain_settings_only():
