@@ -164,13 +164,15 @@ def flat(x: np.ndarray) -> np.ndarray:
 
 
 def fit_pca(x_train: np.ndarray, n_components: int):
-    """PCA of the training images (full SVD: exact and deterministic, so evaluate can refit it)."""
+    """PCA of the training images: exact and deterministic (evaluate refits it), from the
+    eigenvectors of the pixel covariance: on MNIST 0.5 s and +26 MB, where a full SVD of the
+    54000 x 784 images took +495 MB."""
     from sklearn.decomposition import PCA
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread: on a busy 2-core machine two spinning threads took 1.4 s, one 0.01 s.
     with threadpool_limits(1):
-        return PCA(n_components, svd_solver="full").fit(flat(x_train))
+        return PCA(n_components, svd_solver="covariance_eigh").fit(flat(x_train))
 
 
 def fit_pca_classifier(cfg: DictConfig, arrays: dict[str, np.ndarray], settings: dict):
