@@ -83,6 +83,9 @@ def test_dataset_and_model_groups():
     assert mnist.pretrain.noise_factor == 0 and mnist.classify.finetune is False
     assert list(mnist.model.filters) and mnist.bottleneck == 32
     assert make_cfg("dataset=mnist", "pretrain.epochs=3").pretrain.epochs == 3  # overrides win
+    assert mnist.classify.augment.shift > 0  # the conv model's classifier sees shifted images
+    assert make_cfg("dataset=mnist").classify.augment.shift == 0  # not the dense model's
+    assert make_cfg("model=conv", "classify.augment.shift=0").classify.augment.shift == 0
     validate(make_cfg("dataset=npz", "dataset.path=x.npz", "classify.labels_per_class=0.1"))
 
 
