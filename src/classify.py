@@ -128,8 +128,8 @@ def spread_labels(
     partial = np.full(len(y), -1)
     partial[keep] = y[keep]
     # alpha 0.8: each image keeps 20 % of its initial label; tuned on the validation split
-    spreading = LabelSpreading(kernel="knn", n_neighbors=n_neighbors, alpha=0.8, max_iter=1000)
-    spreading.n_neighbors = min(n_neighbors, len(codes) - 1)  # tiny datasets
+    k = min(n_neighbors, len(codes) - 1)  # tiny datasets
+    spreading = LabelSpreading(kernel="knn", n_neighbors=k, alpha=0.8, max_iter=1000)
     spreading.fit(codes.reshape(len(codes), -1), partial)
     labels = spreading.transduction_.astype(y.dtype)
     labels[keep] = y[keep]
@@ -156,7 +156,7 @@ def training_labels(
     if not c.label_spreading:
         return x_train[keep], y_train[keep]
     index, labels = spread_labels(encode(x_train), y_train, keep, c.spreading_neighbors)
-    return x_train[index], labels
+    return (x_train if len(index) == len(x_train) else x_train[index]), labels  # no copy if all
 
 
 def flat(x: np.ndarray) -> np.ndarray:
