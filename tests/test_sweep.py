@@ -1,5 +1,6 @@
 """Sweeps: parent/child MLflow runs, autoencoder reuse, joblib, failures, summary, champion."""
 
+import contextlib
 import csv
 import json
 import os
@@ -82,6 +83,8 @@ def test_champion_serves_over_http(swept):
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{swept / 'mlflow.db'}"}
+    # mlflow execs `uvicorn` by name: find it beside this Python even in a venv not activated
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
            "models:/ae-classify-classifier@champion", "--env-manager", "local",
            "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
@@ -102,7 +105,8 @@ def test_champion_serves_over_http(swept):
         )  # fmt: skip
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the server's group may be gone already
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     served = np.array(answer["predictions"])
     assert served.shape == (16, 10)
