@@ -43,7 +43,7 @@ def fit_classifier(
     (Keras' transfer learning; the decay leaves a settled final model)."""
     import keras
 
-    from src import models
+    from src import models, tracking
 
     keras.utils.set_random_seed(seed)
     classifier = models.build_classifier(
@@ -57,17 +57,18 @@ def fit_classifier(
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        h = classifier.fit(
-            x_train,
-            y_train,
-            validation_data=(x_val, y_val),
-            initial_epoch=first_epoch,
-            epochs=last_epoch,
-            batch_size=batch_size,
-            shuffle=True,
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
-        ).history
+        with tracking.stop_on_signal(classifier):
+            h = classifier.fit(
+                x_train,
+                y_train,
+                validation_data=(x_val, y_val),
+                initial_epoch=first_epoch,
+                epochs=last_epoch,
+                batch_size=batch_size,
+                shuffle=True,
+                verbose=1 if sys.stdout.isatty() else 2,
+                callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+            ).history
         if not np.isfinite(h["loss"][-1]):
             raise UserError(f"classify loss became NaN or infinite: lower {key}")
         for k, v in h.items():

@@ -25,7 +25,7 @@ def user_errors() -> Iterator[None]:
     except UserError as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt as e:
-        raise SystemExit(f"error: {e or 'interrupted'}; outputs left as they were") from None
+        raise SystemExit(f"error: {str(e) or 'interrupted'}; outputs left as they were") from None
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -46,20 +46,21 @@ def fit_autoencoder(
     when noise_factor > 0: a denoising autoencoder)."""
     import keras
 
-    from src import models
+    from src import models, tracking
 
     keras.utils.set_random_seed(seed)
     autoencoder, encoder = models.build(model, x_train.shape[1:], bottleneck)
     autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-    history = autoencoder.fit(
-        *denoising_pairs(x_train, noise_factor, seed),
-        validation_data=denoising_pairs(x_val, noise_factor, seed + 1),
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
-    )
+    with tracking.stop_on_signal(autoencoder):
+        history = autoencoder.fit(
+            *denoising_pairs(x_train, noise_factor, seed),
+            validation_data=denoising_pairs(x_val, noise_factor, seed + 1),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+        )
     if not np.isfinite(history.history["loss"][-1]):
         raise UserError("pretrain loss became NaN or infinite: lower pretrain.learning_rate")
     return autoencoder, encoder, history.history

@@ -29,6 +29,34 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(f"stopped by signal {signum}")
 
 
+@contextmanager
+def stop_on_signal(model: keras.Model) -> Iterator[None]:
+    """Around model.fit: Ctrl-C or SIGTERM stops training after the current batch, then raises
+    KeyboardInterrupt (Terminated for SIGTERM). Raised inside TensorFlow's step function
+    instead, the interrupt left the process hanging there (seen with `src.pretrain`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handle(signum: int, frame: Any) -> None:
+        received.append(signum)
+        model.stop_training = True
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if received:
+        raise (
+            Terminated(f"stopped by signal {received[0]}")
+            if (received[0] == signal.SIGTERM)
+            else KeyboardInterrupt()
+        )
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -38,7 +39,8 @@ def test_interrupted_stage_ends_killed_and_writes_nothing(project, sig):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0
     last = stderr.decode().strip().splitlines()[-1]
-    assert last.startswith("error: ") and "outputs left as they were" in last
+    reason = "interrupted" if sig == signal.SIGINT else "stopped by signal 15"
+    assert last == f"error: {reason}; outputs left as they were"
     assert "Traceback" not in stderr.decode()
     assert client.get_run(run.info.run_id).info.status == "KILLED"
     assert not (project / "models").exists() or not any((project / "models").iterdir())
@@ -81,3 +83,28 @@ def test_sigkill_while_writing_a_model_leaves_the_old_file_and_a_rerun_completes
 
     run_cli(project, "-m", "src.pretrain", "bottleneck=16", *TINY)  # the rerun recovers
     assert models.load(project / "models/encoder.keras").output_shape == (None, 16)
+
+
+def test_signal_during_fit_stops_after_the_batch_then_raises():
+    """Ctrl-C inside TensorFlow's step function hung `src.pretrain`; stop_on_signal defers it."""
+    import keras
+
+    from src import tracking
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    batches = []
+
+    class SendSignal(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+            if len(batches) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    x = np.zeros((64, 4), dtype="float32")
+    with pytest.raises(tracking.Terminated, match="stopped by signal 15"):
+        with tracking.stop_on_signal(model):
+            model.fit(x, x[:, :1], batch_size=4, epochs=50, verbose=0, callbacks=[SendSignal()])
+    assert len(batches) < 16 * 2  # stopped within the first epoch or the next, not after 50
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored
