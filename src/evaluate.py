@@ -212,6 +212,28 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path) -> dict[str, 
     return metrics
 
 
+def training_recipe(cfg: DictConfig) -> str:
+    """How the classifiers were trained, in words, from the classify config."""
+    c = cfg.classify
+    parts = [
+        f"{c.epochs} epochs, Adam {c.learning_rate}, batch {c.batch_size}, seed {cfg.seed}",
+        f"encoder {'frozen' if c.freeze_encoder else 'trained with the head'}",
+    ]
+    if c.finetune:
+        parts.append(
+            f"then fine-tuned {c.finetune_epochs} epochs from {c.finetune_learning_rate}, "
+            "cosine-decayed"
+        )
+    augment = [f"{k} {v}" for k, v in c.augment.items() if v]
+    if augment:
+        parts.append(f"random {', '.join(augment)} of the training images")
+    if c.labels_per_class is not None:
+        spread = ", spread over the codes to the other training images" if (
+            c.label_spreading) else ""  # fmt: skip
+        parts.append(f"labels_per_class={c.labels_per_class}{spread}")
+    return "; ".join(parts)
+
+
 def write_report(
     cfg: DictConfig, metrics: dict[str, float], n_test: int, n_tsne: int, out: Path
 ) -> None:
@@ -241,13 +263,11 @@ def write_report(
         ["raw pixels + logistic regression", f"{m['raw_test_accuracy']:.4f}", "", ""],
         ["autoencoder − PCA", f"{m['ae_minus_pca_accuracy']:+.4f}", "", ""],
     ]
-    c = cfg.classify
     intro = (
         f"Dataset {cfg.dataset.name}, {n_test} test images. The autoencoder and PCA classifiers "
-        f"are the same head (Dense {c.head_units}, dropout {cfg.dropout}, softmax) trained the "
-        f"same way ({c.epochs} epochs, Adam {c.learning_rate}, batch {c.batch_size}, seed "
-        f"{cfg.seed}, encoder {'frozen' if c.freeze_encoder else 'fine-tuned'}); PCA is fitted on "
-        "the training images. Raw pixels: scikit-learn logistic regression."
+        f"are the same head (Dense {cfg.classify.head_units}, dropout {cfg.dropout}, softmax) "
+        f"trained the same way ({training_recipe(cfg)}); PCA is fitted on the training images. "
+        "Raw pixels: scikit-learn logistic regression."
     )
     figures = out / cfg.paths.figures
     plots.report(

@@ -49,12 +49,10 @@ def stop_on_signal(model: keras.Model) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    if received and received[0] == signal.SIGTERM:
+        raise Terminated(f"stopped by signal {received[0]}")
     if received:
-        raise (
-            Terminated(f"stopped by signal {received[0]}")
-            if (received[0] == signal.SIGTERM)
-            else KeyboardInterrupt()
-        )
+        raise KeyboardInterrupt
 
 
 def git_commit() -> str | None:

@@ -128,3 +128,18 @@ def test_linear_encoder_applies_the_given_projection():
     encoder = models.build_linear_encoder((2, 2, 1), w, np.ones(3, np.float32), "lin")
     x = np.ones((1, 2, 2, 1), dtype=np.float32)
     np.testing.assert_allclose(encoder.predict(x, verbose=0), [w.sum(axis=0) + 1])
+
+
+def test_training_recipe_names_fine_tuning_augmentation_and_spread_labels():
+    plain = evaluate.training_recipe(make_cfg())
+    assert "encoder frozen" in plain and "fine-tuned" not in plain and "random" not in plain
+    recipe = evaluate.training_recipe(
+        make_cfg(
+            "model=conv",
+            "classify.finetune=true",
+            "classify.labels_per_class=10",
+            "classify.label_spreading=true",
+        )
+    )
+    assert "then fine-tuned 10 epochs" in recipe and "random shift 0.1" in recipe
+    assert "labels_per_class=10, spread" in recipe
