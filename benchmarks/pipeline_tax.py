@@ -5,7 +5,7 @@ model saving) and as the tutorial's plain Keras script (benchmarks/tutorial_plai
 Usage: python benchmarks/pipeline_tax.py [--epochs 10] [--batch-size 256] [--repeats 3] [--full]
 Every command is a fresh process (imports included) in its own temporary folder. The stage reads
 MNIST as a prepared .npz written here in the project's format (same train/val split as the
-script). --full also compares `python -m src.train dataset=mnist` (every stage, evaluate
+script). --full also compares `python -m src.train experiment=mnist` (every stage, evaluate
 included) with the script's autoencoder + classifier, once the mnist dataset config exists.
 """
 
@@ -85,11 +85,11 @@ def main() -> None:
         "python -m src.pretrain, mlflow.enabled=false": [*stage, "mlflow.enabled=false"],
         "python -m src.pretrain, mlflow.enabled=true (default)": [*stage, "mlflow.enabled=true"],
     }
-    mnist_config = (ROOT / "conf" / "dataset" / "mnist.yaml").is_file()
+    mnist_config = (ROOT / "conf" / "experiment" / "mnist.yaml").is_file()
     if a.full and mnist_config:
         variants["plain Keras script, autoencoder + classifier"] = plain
-        variants["python -m src.train dataset=mnist (all stages)"] = [
-            sys.executable, "-m", "src.train", "dataset=mnist", f"dataset.path={MNIST}",
+        variants["python -m src.train experiment=mnist (all stages)"] = [
+            sys.executable, "-m", "src.train", "experiment=mnist", f"dataset.path={MNIST}",
             f"pretrain.epochs={e}", f"pretrain.batch_size={b}", f"classify.epochs={e}",
             f"classify.batch_size={b}", "sweep.reuse_autoencoder=false", "hydra.run.dir=run",
         ]  # fmt: skip
@@ -119,7 +119,7 @@ def main() -> None:
         f"load average after each run: {', '.join(loads)}\nTarget: pipeline <= 1.10 x plain."
     )
     if a.full and not mnist_config:
-        print("\n--full skipped: conf/dataset/mnist.yaml does not exist on this branch yet.")
+        print("\n--full skipped: conf/experiment/mnist.yaml does not exist on this branch yet.")
 
 
 if __name__ == "__main__":

@@ -62,14 +62,14 @@ def run_variant(v: dict, arrays: dict, epochs: int) -> dict:
     """Train one variant from scratch; return epoch times, jit actually used and val loss."""
     import keras
 
-    from src import models, pretrain
+    from src import models, training
 
     timer = EpochTimer()
     x, xv = arrays["x_train"], arrays["x_val"]
     sink = io.StringIO() if v["verbose"] == 1 else sys.stderr
     with contextlib.redirect_stdout(sink):
         if v["kind"] == "project":  # the project's own code path, unchanged
-            ae, _, hist = pretrain.fit_autoencoder(
+            ae, _, hist = training.fit_autoencoder(
                 x, xv, bottleneck=BOTTLENECK, hidden=HIDDEN, activation="relu", epochs=epochs,
                 batch_size=v["batch"], learning_rate=v["lr"], loss="mse", seed=42,
                 callbacks=[timer.callback],

@@ -34,7 +34,7 @@ def in_process(arrays: dict, cfg, out: Path) -> tuple[float, float, float]:
     and the final val loss."""
     import keras
 
-    from src import pretrain, tracking
+    from src import models, pretrain, tracking
 
     logged = [0.0]
     original = tracking.log_model
@@ -50,10 +50,11 @@ def in_process(arrays: dict, cfg, out: Path) -> tuple[float, float, float]:
     try:  # Keras' and MLflow's progress output goes to stderr, the table to stdout
         with contextlib.redirect_stdout(sys.stderr):
             with tracking.start_run(cfg, "tracking-benchmark", {"epochs": cfg.pretrain.epochs}):
-                autoencoder, _ = pretrain.run(cfg, arrays, out)
+                pretrain.run(cfg, arrays, out)
     finally:
         tracking.log_model = original
     seconds = time.perf_counter() - start
+    autoencoder = models.load(out / cfg.paths.autoencoder)
     val_loss = float(autoencoder.evaluate(arrays["x_val"], arrays["x_val"], verbose=0))
     return seconds, logged[0], val_loss
 

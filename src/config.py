@@ -1,225 +1,260 @@
-"""Config validation, the one-line error a user sees, and small file helpers."""
+"""The config's schema: a typed dataclass per section, what each key allows, and the checks.
+
+conf/ holds every value; these dataclasses hold only types and ranges, so that a composed
+config (from conf/ or params.yaml) is checked by OmegaConf's own type validation, then by the
+ranges declared beside each key. They are not in Hydra's defaults list because `dvc exp run -S`
+composes conf/ without importing this project.
+"""
 
 import hashlib
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "npz")
-MODELS = ("dense", "conv")
-
-
-class UserError(Exception):
-    """A problem with the user's config or files, reported as one line without a traceback."""
+from src.data import DATASETS
+from src.runtime import UserError
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a UserError or an interruption into `error: <message>` on stderr and exit code 1."""
-    try:
-        yield
-    except UserError as e:
-        raise SystemExit(f"error: {e}") from None
-    except KeyboardInterrupt as e:
-        raise SystemExit(f"error: {str(e) or 'interrupted'}; outputs left as they were") from None
+def key(allowed: str, ok: Callable[[Any], bool] | None = None) -> Any:
+    """A key whose value comes from conf/: what it allows, in words and as a check."""
+    return field(default=MISSING, metadata={"allowed": allowed, "ok": ok})
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise UserError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+def is_positive(v: Any) -> bool:
+    return v > 0
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def is_fraction(v: Any) -> bool:
+    return 0 < v < 1
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+def is_rate(v: Any) -> bool:
+    return 0 < v <= 1
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every key the stages read; raise UserError naming the first bad one."""
-    _check(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name, f"one of {DATASETS}")
-    _check(cfg.model.name in MODELS, "model.name", cfg.model.name, f"one of {MODELS}")
-    _check(
-        _is_int(cfg.bottleneck) and cfg.bottleneck > 0,
-        "bottleneck",
-        cfg.bottleneck,
-        "a positive integer",
+POSITIVE = "a positive integer"
+BOOL = "true or false"
+RATE = "a number in (0, 1]"
+
+
+@dataclass
+class Dataset:
+    name: str = key(f"one of {DATASETS}", lambda v: v in DATASETS)
+    path: str | None = key("null or a path to a .npz file or a folder of IDX files", bool)
+    class_names: list[str] | None = key(
+        "null or a list of at least two distinct names", lambda v: len(set(v)) == len(v) >= 2
     )
-    _check(
-        _is_number(cfg.dropout) and 0 <= cfg.dropout < 1,
-        "dropout",
-        cfg.dropout,
-        "a number in [0, 1)",
+    test_size: float | None = key("a fraction in (0, 1)", is_fraction)
+    val_size: float = key("a fraction in (0, 1)", is_fraction)
+
+
+@dataclass
+class DenseModel:
+    name: str = key("dense")
+    hidden: list[int] = key("a list of positive integers", lambda v: all(u > 0 for u in v))
+    activation: str = key("a Keras activation name")
+
+
+@dataclass
+class ConvModel:
+    name: str = key("conv")
+    filters: list[int] = key(
+        "a non-empty list of positive integers (one Conv2D + pooling each)",
+        lambda v: len(v) > 0 and all(f > 0 for f in v),
     )
-    _check(_is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
-    d = cfg.dataset
-    _check(
-        d.path is None or (isinstance(d.path, str) and d.path != ""),
-        "dataset.path",
-        d.path,
-        "null or a path to a .npz file or a folder of IDX files",
-    )
-    _check(d.name != "npz" or d.path is not None, "dataset.path", d.path, "set for dataset=npz")
-    names = d.class_names
-    _check(
-        names is None
-        or (isinstance(names, ListConfig) and len(names) >= 2 and len(set(names)) == len(names)),
-        "dataset.class_names",
-        names,
-        "null or a list of at least two distinct names",
-    )
-    _check(
-        _is_number(d.val_size) and 0 < d.val_size < 1,
-        "dataset.val_size",
-        d.val_size,
-        "a fraction in (0, 1)",
-    )
-    _check(
-        (d.test_size is None and d.name != "digits")
-        or (_is_number(d.test_size) and 0 < d.test_size < 1 - d.val_size),
-        "dataset.test_size",
-        d.test_size,
-        "a fraction in (0, 1) such that dataset.test_size + dataset.val_size < 1"
-        + ("" if d.name == "digits" else ", or null to use the dataset's own test set"),
-    )
-    m = cfg.model
-    if m.name == "dense":
-        _check(
-            isinstance(m.hidden, ListConfig) and all(_is_int(u) and u > 0 for u in m.hidden),
-            "model.hidden",
-            m.hidden,
-            "a list of positive integers",
-        )
-    if m.name == "conv":
-        _check(
-            isinstance(m.filters, ListConfig)
-            and len(m.filters) > 0
-            and all(_is_int(f) and f > 0 for f in m.filters),
-            "model.filters",
-            m.filters,
-            "a non-empty list of positive integers (one Conv2D + pooling each)",
-        )
-        _check(
-            _is_int(m.kernel_size) and m.kernel_size > 0,
-            "model.kernel_size",
-            m.kernel_size,
-            "a positive integer",
-        )
-    for stage in ("pretrain", "classify"):
-        for key in ("epochs", "batch_size"):
-            v = cfg[stage][key]
-            _check(_is_int(v) and v > 0, f"{stage}.{key}", v, "a positive integer")
-        lr = cfg[stage].learning_rate
-        _check(_is_number(lr) and 0 < lr <= 1, f"{stage}.learning_rate", lr, "a number in (0, 1]")
-    _check(
-        _is_int(cfg.classify.head_units) and cfg.classify.head_units > 0,
-        "classify.head_units",
-        cfg.classify.head_units,
-        "a positive integer",
-    )
-    _check(
-        isinstance(cfg.classify.freeze_encoder, bool),
-        "classify.freeze_encoder",
-        cfg.classify.freeze_encoder,
-        "true or false",
-    )
-    for key in ("knn_neighbors", "n_reconstructions"):
-        v = cfg.evaluate[key]
-        _check(_is_int(v) and v > 0, f"evaluate.{key}", v, "a positive integer")
-    v = cfg.evaluate.tsne_max_samples
-    _check(_is_int(v) and v >= 50, "evaluate.tsne_max_samples", v, "an integer >= 50")
-    c = cfg.classify
-    _check(isinstance(c.finetune, bool), "classify.finetune", c.finetune, "true or false")
-    _check(
-        _is_int(c.finetune_epochs) and c.finetune_epochs > 0,
-        "classify.finetune_epochs",
-        c.finetune_epochs,
-        "a positive integer",
-    )
-    lr = c.finetune_learning_rate
-    _check(
-        _is_number(lr) and 0 < lr <= 1, "classify.finetune_learning_rate", lr, "a number in (0, 1]"
-    )
-    n = c.labels_per_class
-    _check(
-        n is None or (_is_int(n) and n > 0) or (isinstance(n, float) and 0 < n < 1),
-        "classify.labels_per_class",
-        n,
+    kernel_size: int = key(POSITIVE, is_positive)
+    activation: str = key("a Keras activation name")
+
+
+MODELS = {"dense": DenseModel, "conv": ConvModel}  # model.name -> its keys (models.BUILDERS)
+
+
+@dataclass
+class Pretrain:
+    epochs: int = key(POSITIVE, is_positive)
+    batch_size: int = key(POSITIVE, is_positive)
+    learning_rate: float = key(RATE, is_rate)
+    loss: str = key("a Keras loss name")
+    noise_factor: float = key("a non-negative number (0 = no noise)", lambda v: v >= 0)
+
+
+@dataclass
+class Augment:
+    shift: float = key("a number in [0, 1) (0 = off)", lambda v: 0 <= v < 1)
+    rotation: float = key("a number in [0, 180) (0 = off)", lambda v: 0 <= v < 180)
+    zoom: float = key("a number in [0, 1) (0 = off)", lambda v: 0 <= v < 1)
+
+
+@dataclass
+class Classify:
+    epochs: int = key(POSITIVE, is_positive)
+    batch_size: int = key(POSITIVE, is_positive)
+    learning_rate: float = key(RATE, is_rate)
+    freeze_encoder: bool = key(BOOL)
+    head_units: int = key(POSITIVE, is_positive)
+    finetune: bool = key(BOOL)
+    finetune_epochs: int = key(POSITIVE, is_positive)
+    finetune_learning_rate: float = key(RATE, is_rate)
+    labels_per_class: int | float | None = key(
         "null (all labels), a positive integer (per class) or a fraction in (0, 1)",
+        lambda v: v > 0 if isinstance(v, int) else 0 < v < 1,
     )
-    _check(
-        isinstance(c.label_spreading, bool),
-        "classify.label_spreading",
-        c.label_spreading,
-        "true or false",
-    )
-    _check(
-        not c.label_spreading or n is not None,
-        "classify.label_spreading",
-        c.label_spreading,
-        "false unless classify.labels_per_class is set (it spreads those few labels)",
-    )
-    k = c.spreading_neighbors
-    _check(_is_int(k) and k > 0, "classify.spreading_neighbors", k, "a positive integer")
-    for key, limit in [("shift", 1), ("rotation", 180), ("zoom", 1)]:
-        v = c.augment[key]
-        _check(
-            _is_number(v) and 0 <= v < limit,
-            f"classify.augment.{key}",
-            v,
-            f"a number in [0, {limit}) (0 = off)",
+    label_spreading: bool = key(BOOL)
+    spreading_neighbors: int = key(POSITIVE, is_positive)
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass
+class Evaluate:
+    tsne_max_samples: int = key("an integer >= 50", lambda v: v >= 50)
+    knn_neighbors: int = key(POSITIVE, is_positive)
+    n_reconstructions: int = key(POSITIVE, is_positive)
+
+
+@dataclass
+class Sweep:
+    reuse_autoencoder: bool = key(BOOL)
+
+
+@dataclass
+class Paths:
+    prepared: str = key("a file path")
+    encoder: str = key("a file path")
+    autoencoder: str = key("a file path")
+    classifier: str = key("a file path")
+    preprocessing: str = key("a file path")
+    pca: str = key("a file path")
+    pca_classifier: str = key("a file path")
+    pretrain_history: str = key("a file path")
+    classify_history: str = key("a file path")
+    metrics: str = key("a file path")
+    predictions: str = key("a file path")
+    per_class: str = key("a file path")
+    figures: str = key("a folder path")
+    report: str = key("a file path")
+    cache: str = key("a folder path")
+
+
+@dataclass
+class Mlflow:
+    enabled: bool = key(BOOL)
+    tracking_uri: str = key("a tracking URI such as sqlite:///mlflow.db")
+    experiment_name: str = key("an experiment name")
+    registered_model_name: str = key("a registered model name")
+    server: dict[str, Any] | None = None  # conf/mlflow/server.yaml: how to start the server
+
+
+@dataclass
+class Config:
+    bottleneck: int = key(POSITIVE, is_positive)
+    dropout: float = key("a number in [0, 1)", lambda v: 0 <= v < 1)
+    seed: int = key("a non-negative integer", lambda v: v >= 0)
+    pretrain: Pretrain = field(default_factory=Pretrain)
+    classify: Classify = field(default_factory=Classify)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    sweep: Sweep = field(default_factory=Sweep)
+    paths: Paths = field(default_factory=Paths)
+    dataset: Dataset = field(default_factory=Dataset)
+    model: Any = MISSING  # one of MODELS, checked by its name
+    mlflow: Mlflow = field(default_factory=Mlflow)
+
+
+def _not_allowed(name: str, value: Any, allowed: str) -> UserError:
+    if isinstance(value, ListConfig | DictConfig):
+        value = OmegaConf.to_container(value)
+    return UserError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+
+
+def _allowed(schema: type, dotted: str) -> str:
+    """What the schema says key `dotted` (e.g. classify.augment.zoom) allows."""
+    node: Any = schema
+    spec = None
+    for part in dotted.split("."):
+        spec = {f.name: f for f in fields(node)}.get(part) if is_dataclass(node) else None
+        if spec is None:
+            return "of the type conf/ gives it"
+        node = spec.type
+    return spec.metadata.get("allowed", "of the type conf/ gives it")
+
+
+def _typed(schema: type, cfg: DictConfig, prefix: str = "") -> DictConfig:
+    """cfg merged into the schema: OmegaConf checks every type, the message names the key."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except (ValidationError, ConfigKeyError) as e:
+        name = str(e.full_key).split("[")[0]
+        if isinstance(e, ConfigKeyError):
+            raise UserError(f"{prefix}{name} is not a known key") from None
+        raise _not_allowed(
+            prefix + name, OmegaConf.select(cfg, name), _allowed(schema, name)
+        ) from None
+    missing = sorted(OmegaConf.missing_keys(typed))
+    if missing:
+        raise UserError(f"{prefix}{missing[0]} has no value: set it in conf/ or as key=value")
+    return typed
+
+
+def _check_ranges(schema: Any, cfg: DictConfig, prefix: str = "") -> None:
+    for spec in fields(schema):
+        value = cfg[spec.name]
+        if is_dataclass(spec.type):
+            _check_ranges(spec.type, value, f"{prefix}{spec.name}.")
+        elif (ok := spec.metadata.get("ok")) and value is not None and not ok(value):
+            raise _not_allowed(prefix + spec.name, value, spec.metadata["allowed"])
+
+
+def _check_together(cfg: DictConfig) -> None:
+    """The checks that involve two keys."""
+    d, c = cfg.dataset, cfg.classify
+    if d.name == "npz" and d.path is None:
+        raise _not_allowed("dataset.path", None, "set for dataset=npz")
+    own_test = "" if d.name == "digits" else ", or null to use the dataset's own test set"
+    if (d.test_size is None and d.name == "digits") or (
+        d.test_size is not None and d.test_size >= 1 - d.val_size
+    ):
+        raise _not_allowed(
+            "dataset.test_size",
+            d.test_size,
+            "a fraction in (0, 1) such that dataset.test_size + dataset.val_size < 1" + own_test,
         )
-    noise = cfg.pretrain.noise_factor
-    _check(
-        _is_number(noise) and noise >= 0,
-        "pretrain.noise_factor",
-        noise,
-        "a non-negative number (0 = no noise)",
-    )
+    if c.label_spreading and c.labels_per_class is None:
+        raise _not_allowed(
+            "classify.label_spreading",
+            True,
+            "false unless classify.labels_per_class is set (it spreads those few labels)",
+        )
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """The composed config, typed and checked; a UserError names the first bad key."""
+    name = OmegaConf.select(cfg, "model.name")
+    if name not in MODELS:
+        raise _not_allowed("model.name", name, f"one of {tuple(MODELS)}")
+    model = _typed(MODELS[name], cfg.model, "model.")
+    _check_ranges(MODELS[name], model, "model.")
+    with_model = OmegaConf.merge(cfg, {"model": None})
+    typed = _typed(Config, with_model)
+    _check_ranges(Config, typed)
+    typed.model = model
+    _check_together(typed)
+    return typed
 
 
 def select_params(cfg: DictConfig, keys: list[str]) -> dict[str, Any]:
     """Flatten the config sections named in `keys` into dotted names, as MLflow params."""
     out: dict[str, Any] = {}
-    for key in keys:
-        value = OmegaConf.select(cfg, key)
+    for k in keys:
+        value = OmegaConf.select(cfg, k)
         if isinstance(value, DictConfig):
-            out.update(select_params(cfg, [f"{key}.{k}" for k in value]))
+            out.update(select_params(cfg, [f"{k}.{sub}" for sub in value]))
         else:
-            out[key] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            out[k] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
     return out
 
 
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of the resolved config: the same for every stage of one `dvc repro`."""
     return hashlib.sha1(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:12]
-
-
-def file_md5(path: str | Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`, renamed into place only if the block succeeds."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {path.parent}: {e.strerror}") from None
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src.config import UserError, atomic_path
+from src.files import atomic_path, write_csv
+from src.runtime import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ IDX_FILES = {  # the four files of the original MNIST / Fashion-MNIST distributi
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
+DATASETS = ("digits", *KERAS_DATASETS, "npz")  # dataset.name: built in, keras.datasets, a file
 LAYOUTS = (("x_train", "y_train", "x_test", "y_test"), ("x", "y"))
 
 
@@ -271,6 +273,16 @@ def save(arrays: dict[str, np.ndarray], path: str | Path) -> None:
         np.savez(tmp, **arrays)
 
 
+def labelled(
+    x: np.ndarray, y: np.ndarray, labels_per_class: int | float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training images whose labels may be used: all (no copy), or labelled_subset's."""
+    if labels_per_class is None:
+        return x, y
+    keep = labelled_subset(y, labels_per_class, seed)
+    return x[keep], y[keep]
+
+
 def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
     """Every array of an .npz file, never unpickling; `what` names the file in the error."""
     try:
@@ -294,13 +306,12 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
 
 def save_history(history: dict[str, list[float]], path: str | Path) -> None:
     """Write Keras' History.history as CSV with an `epoch` column (DVC plot data)."""
-    keys = list(history)
-    rows = zip(*(history[k] for k in keys), strict=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(",".join(["epoch", *keys]) + "\n")
-            for epoch, row in enumerate(rows, start=1):
-                f.write(",".join([str(epoch), *(f"{v:.6g}" for v in row)]) + "\n")
+    rows = zip(*history.values(), strict=True)
+    write_csv(
+        path,
+        ["epoch", *history],
+        ([epoch, *(f"{v:.6g}" for v in row)] for epoch, row in enumerate(rows, start=1)),
+    )
 
 
 def load_history(path: str | Path) -> dict[str, list[float]]:

@@ -1,13 +1,14 @@
 """Build the autoencoder and the classifier (Keras functional API), save and load them."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
-from src.config import UserError, atomic_path
+from src.files import atomic_path
+from src.runtime import UserError
 
 
 def build_autoencoder(
@@ -87,23 +88,18 @@ def build_conv_autoencoder(
     return autoencoder, encoder
 
 
+BUILDERS = {"dense": build_autoencoder, "conv": build_conv_autoencoder}  # model.name -> builder
+
+
 def build(
     model: Mapping, input_shape: tuple[int, ...], bottleneck: int
 ) -> tuple[keras.Model, keras.Model]:
     """(autoencoder, encoder) for the `model` config (conf/model/*.yaml)."""
-    if model["name"] == "conv":
-        return build_conv_autoencoder(
-            input_shape,
-            bottleneck,
-            list(model["filters"]),
-            model["kernel_size"],
-            model["activation"],
-        )
-    if model["name"] == "dense":
-        return build_autoencoder(
-            input_shape, bottleneck, list(model["hidden"]), model["activation"]
-        )
-    raise UserError(f"model.name={model['name']!r} is not a known model")
+    if model["name"] not in BUILDERS:
+        raise UserError(f"model.name={model['name']!r} is not a known model")
+    settings = {k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+                for k, v in model.items() if k != "name"}  # fmt: skip
+    return BUILDERS[model["name"]](input_shape, bottleneck, **settings)
 
 
 def build_classifier(

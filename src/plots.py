@@ -1,15 +1,12 @@
-"""Figures, drawn with matplotlib's object API (no pyplot, no display needed), and the HTML
-report that embeds them."""
+"""Figures, drawn with matplotlib's object API (no pyplot, no display needed)."""
 
-import base64
-import html
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from src.config import atomic_path
+from src.files import atomic_path
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -96,6 +93,14 @@ def tsne(
     _save(fig, path)
 
 
+def examples(y: np.ndarray, n: int) -> np.ndarray:
+    """Indices of n samples, classes in turn: the first of each class, then the second, ..."""
+    rank = np.zeros(len(y), dtype=int)
+    for c in np.unique(y):
+        rank[y == c] = np.arange(np.sum(y == c))
+    return np.lexsort((y, rank))[:n]
+
+
 def reconstructions(
     images: np.ndarray,
     reconstructed: dict[str, np.ndarray],
@@ -125,46 +130,6 @@ def reconstructions(
         axes[r, 0].set_ylabel(row_name, rotation=0, ha="right", va="center", fontsize=10)
     fig.suptitle("Test images and their reconstructions")
     _save(fig, path)
-
-
-def report(
-    path: str | Path,
-    title: str,
-    intro: str,
-    table: list[list[str]],
-    figures: list[tuple[str, Path]],
-) -> None:
-    """A self-contained HTML page: intro, a table (first row is the header), PNGs as base64."""
-    cells = [
-        "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)
-        for tag, row in [("th", table[0]), *(("td", row) for row in table[1:])]
-    ]
-    rows = "\n".join(f"<tr>{c}</tr>" for c in cells)
-    imgs = "\n".join(
-        f'<h2>{html.escape(caption)}</h2>\n<img alt="{html.escape(caption)}" '
-        f'src="data:image/png;base64,{base64.b64encode(Path(png).read_bytes()).decode()}">'
-        for caption, png in figures
-    )
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #999; padding: 4px 10px; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-img {{ max-width: 100%; }}
-</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p>{html.escape(intro)}</p>
-<table>
-{rows}
-</table>
-{imgs}
-</body></html>
-"""
-    with atomic_path(path) as tmp:
-        tmp.write_text(page)
 
 
 def _grid(rows: list[dict]) -> tuple[list, list, np.ndarray, np.ndarray]:

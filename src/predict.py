@@ -9,7 +9,6 @@ travels with the model: a JSON file beside the .keras file, and the MLflow model
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from src.config import UserError, atomic_path, user_errors
+from src.files import write_csv
+from src.runtime import UserError, quiet_tensorflow, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -103,26 +103,25 @@ def predict(model, x: np.ndarray, class_names: list[str], batch_size: int = 256)
     ]
 
 
-def write_csv(names: list[str], rows: list[dict], path: str | Path) -> None:
-    import csv
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["input", "class", "class_name", "probability"])
-        for name, r in zip(names, rows, strict=True):
-            writer.writerow([name, r["class"], r["class_name"], f"{r['probability']:.6f}"])
-
-
 @hydra.main(config_path="../conf/predict", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         if not cfg.input:
             raise UserError("input is required: input=<file.npz | image | folder of images>")
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
-        model, record = load_predictor(str(cfg.model), uri)
+        quiet_tensorflow()
+        from src import tracking
+
+        model, record = load_predictor(str(cfg.model), tracking.tracking_uri(cfg.tracking_uri))
         names, x = read_inputs(str(cfg.input), record)
         rows = predict(model, x, record["class_names"], cfg.batch_size)
-        write_csv(names, rows, cfg.output)
+        write_csv(
+            cfg.output,
+            ["input", "class", "class_name", "probability"],
+            (
+                [n, r["class"], r["class_name"], f"{r['probability']:.6f}"]
+                for n, r in zip(names, rows, strict=True)
+            ),
+        )
         counts = Counter(r["class_name"] for r in rows)
         mean_p = np.mean([r["probability"] for r in rows])
         log.info("%d images -> %s; predicted classes %s; mean probability %.3f",

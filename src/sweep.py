@@ -1,6 +1,7 @@
 """Hydra callback for `python -m src.train ... -m`: one parent MLflow run per sweep, a summary
 (CSV, heatmap, accuracy-vs-bottleneck plot, terminal table) and the champion model."""
 
+import atexit
 import csv
 import json
 import logging
@@ -13,7 +14,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.config import atomic_path
+from src.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,11 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
     for job in sorted(jobs, key=lambda p: int(p.name) if p.name.isdigit() else p.name):
         overrides = yaml.safe_load((job / ".hydra/overrides.yaml").read_text()) or []
-        row = {"point": ",".join(overrides) or job.name, "status": "FAILED", "error": "no result"}
+        row = {"point": ",".join(overrides) or job.name}
         if (job / "result.json").is_file():
             row.update(json.loads((job / "result.json").read_text()))
+        else:  # the job died before writing its result
+            row.update(status="FAILED", error="no result")
         rows.append(row)
     return rows
 
@@ -110,10 +113,6 @@ class SweepCallback(Callback):
         self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.job.name != "train":
-            return
-        from src.train import PARENT_RUN_ENV
-
         self.sweep_dir = Path(config.hydra.sweep.dir)
         if not config.mlflow.enabled:
             return
@@ -131,8 +130,23 @@ class SweepCallback(Callback):
             tags={"sweep": "parent", "sweep_dir": str(self.sweep_dir)},
         )
         self.parent_run_id = run.info.run_id
-        os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
+        atexit.register(self.end_unfinished)  # Ctrl-C or SIGTERM: on_multirun_end never comes
         log.info("sweep parent run %s (%s)", self.parent_run_id, name)
+
+    def end_unfinished(self) -> None:
+        """At exit, a parent run the sweep did not finish (it was interrupted) ends KILLED."""
+        if self.parent_run_id is None:
+            return
+        from mlflow import MlflowClient
+
+        from src import tracking
+
+        client = MlflowClient()
+        client.set_tag(self.parent_run_id, "error", "interrupted before every point ran")
+        client.set_terminated(self.parent_run_id, "KILLED")
+        self.parent_run_id = None
+        os.environ.pop(tracking.PARENT_RUN_ENV, None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep_dir is None:
@@ -156,10 +170,10 @@ class SweepCallback(Callback):
     def _finish_parent(self, config: DictConfig, rows: list, failed: list) -> None:
         from mlflow import MlflowClient
 
-        from src.train import PARENT_RUN_ENV
+        from src import tracking
 
         client = MlflowClient()
-        run_id = self.parent_run_id
+        run_id, self.parent_run_id = self.parent_run_id, None  # finished here, not at exit
         try:
             for name in ("summary.csv", "accuracy_heatmap.png", "accuracy_vs_bottleneck.png"):
                 if (self.sweep_dir / name).is_file():
@@ -172,4 +186,4 @@ class SweepCallback(Callback):
                 client.set_tag(run_id, "champion_run_id", best["run_id"])
         finally:
             client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
-            os.environ.pop(PARENT_RUN_ENV, None)
+            os.environ.pop(tracking.PARENT_RUN_ENV, None)

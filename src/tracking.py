@@ -2,9 +2,7 @@
 
 import logging
 import os
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,44 +13,12 @@ import mlflow
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import UserError, config_hash
+from src.config import config_hash
+from src.runtime import UserError, describe, run_status, sigterm_interrupts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that runs end KILLED and temporary files are cleaned up."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"stopped by signal {signum}")
-
-
-@contextmanager
-def stop_on_signal(model: keras.Model) -> Iterator[None]:
-    """Around model.fit: Ctrl-C or SIGTERM stops training after the current batch, then raises
-    KeyboardInterrupt (Terminated for SIGTERM). Raised inside TensorFlow's step function
-    instead, the interrupt left the process hanging there (seen with `src.pretrain`)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handle(signum: int, frame: Any) -> None:
-        received.append(signum)
-        model.stop_training = True
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    if received and received[0] == signal.SIGTERM:
-        raise Terminated(f"stopped by signal {received[0]}")
-    if received:
-        raise KeyboardInterrupt
+PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # a sweep's parent run, set by src.sweep
 
 
 def git_commit() -> str | None:
@@ -76,14 +42,14 @@ def retry_locked(fn: Callable[..., T], *args: Any, tries: int = 8, **kwargs: Any
     raise AssertionError("unreachable")
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    """MLFLOW_TRACKING_URI in the environment wins over mlflow.tracking_uri."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
+def tracking_uri(configured: str) -> str:
+    """MLFLOW_TRACKING_URI in the environment wins over the configured store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured
 
 
 def setup(cfg: DictConfig) -> str:
     """Point MLflow at the store and create the experiment if needed; return the store URI."""
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_tracking_uri(uri)
     try:
         retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
@@ -119,20 +85,13 @@ def start_run(
         mlflow.log_params(params)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         log.info("MLflow run %s (%s) in %s", run.info.run_id, run_name, uri)
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
-            yield run
-        except KeyboardInterrupt as e:
-            mlflow.set_tag("error", f"{type(e).__name__}: {e}" if str(e) else "interrupted")
-            mlflow.end_run("KILLED")
-            raise
+            with sigterm_interrupts():
+                yield run
         except BaseException as e:
-            mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+            mlflow.set_tag("error", describe(e))
+            mlflow.end_run(run_status(e))
             raise
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
 
 
 class MetricsCallback(keras.callbacks.Callback):

@@ -17,20 +17,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import (
-    atomic_path,
-    config_hash,
-    file_md5,
-    select_params,
-    user_errors,
-    validate,
-)
+from src.config import config_hash, select_params, validate
+from src.files import file_md5, write_json
+from src.runtime import quiet_tensorflow, user_errors
 
 log = logging.getLogger(__name__)
 
 PARAMS = ["dataset", "model", "bottleneck", "dropout", "seed", "pretrain", "classify", "evaluate"]
-PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # set by src.sweep.SweepCallback
 SRC = Path(__file__).resolve().parent
+AUTOENCODER_CODE = ("models.py", "training.py", "pretrain.py")  # what trains an autoencoder
 
 
 def source_stamp(path: str | None) -> list:
@@ -70,16 +65,16 @@ def autoencoder_key(cfg: DictConfig, data_hash: str) -> str:
         "bottleneck": cfg.bottleneck,
         "seed": cfg.seed,
         "pretrain": cfg.pretrain,
-        "code": [file_md5(SRC / f) for f in ("models.py", "pretrain.py")],
+        "code": [file_md5(SRC / f) for f in AUTOENCODER_CODE],
     }
     return config_hash(OmegaConf.create(inputs))
 
 
-def pretrained(cfg: DictConfig, arrays: dict, out: Path, data_hash: str) -> str | None:
+def pretrain_cached(cfg: DictConfig, arrays: dict, out: Path, data_hash: str) -> str | None:
     """Put encoder, autoencoder and history under `out`: from the cache, or trained and cached.
 
-    Returns the MLflow run id that trained the autoencoder. A file lock makes parallel jobs
-    with the same key wait for one training instead of training twice.
+    Returns the id of the MLflow run that trained the autoencoder. A file lock makes parallel
+    jobs with the same key wait for one training instead of training twice.
     """
     from filelock import FileLock
 
@@ -124,10 +119,10 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict:
     arrays, data_path = prepared_data(cfg)
     data_hash = file_md5(data_path)
     tags = {"stage": "train", "data_hash": data_hash, "output_dir": str(out)}
-    parent = os.environ.get(PARENT_RUN_ENV)
+    parent = os.environ.get(tracking.PARENT_RUN_ENV)
     params = select_params(cfg, PARAMS)
     with tracking.start_run(cfg, run_name, params, tags, parent_run_id=parent):
-        autoencoder_run_id = pretrained(cfg, arrays, out, data_hash)
+        autoencoder_run_id = pretrain_cached(cfg, arrays, out, data_hash)
         if autoencoder_run_id:
             tracking.set_tags({"autoencoder_run_id": autoencoder_run_id})
         classify.run(cfg, arrays, out)
@@ -146,26 +141,21 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict:
 def write_result(out: Path, cfg: DictConfig, status: str, **fields) -> None:
     """result.json in the job folder: what src.sweep summarises, with or without MLflow."""
     point = {k: cfg[k] for k in ("bottleneck", "dropout", "seed")}
-    with atomic_path(out / "result.json") as tmp:
-        tmp.write_text(json.dumps({"status": status, **point, **fields}, indent=2) + "\n")
+    write_json(out / "result.json", {"status": status, **point, **fields})
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     run_name = hc.job.override_dirname or "train"
     sweep = hc.mode == RunMode.MULTIRUN
     with user_errors():
+        quiet_tensorflow()
         try:
-            validate(cfg)
-            result = train_point(cfg, out, run_name)
+            result = train_point(validate(cfg), out, run_name)
         except KeyboardInterrupt:
             write_result(out, cfg, "KILLED", error="interrupted")
-            if sweep and cfg.mlflow.enabled and os.environ.get(PARENT_RUN_ENV):
-                from mlflow import MlflowClient
-
-                MlflowClient().set_terminated(os.environ[PARENT_RUN_ENV], "KILLED")
             raise
         except Exception as e:
             write_result(out, cfg, "FAILED", error=f"{type(e).__name__}: {e}")

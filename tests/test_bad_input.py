@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import copy_project, run_cli
 
+pytestmark = pytest.mark.e2e
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
 
 # (stage, overrides, text the last line of stderr must contain)
@@ -82,15 +83,3 @@ def test_bad_input_is_reported_and_changes_nothing(ran, stage, overrides, messag
     assert _checksums(ran) == before
     new_runs = [r for r in client.search_runs([experiment]) if r.info.run_id not in runs_before]
     assert all(r.info.status == "FAILED" and r.data.tags.get("error") for r in new_runs)
-
-
-def test_failed_write_keeps_old_file(tmp_path):
-    """A write that fails half-way leaves the old file, and no temporary file."""
-    target = tmp_path / "metrics.json"
-    target.write_text("old")
-    from src.config import atomic_path
-
-    with pytest.raises(OSError), atomic_path(target) as tmp:
-        tmp.write_text("new, half-")
-        raise OSError("disk full")  # a crash half-way through writing
-    assert target.read_text() == "old" and not list(tmp_path.glob(".metrics*"))

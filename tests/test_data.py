@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from src import classify, data
-from src.config import UserError
+from src import classify, data, training
+from src.runtime import UserError
 from tests.conftest import make_cfg
 
 
@@ -204,7 +204,7 @@ def test_label_spreading_labels_clusters_from_two_labels_each():
     y = np.repeat(np.arange(3), 100)
     codes = np.array([[0, 0], [8, 0], [0, 8]])[y] + rng.normal(0, 1, (300, 2))
     keep = data.labelled_subset(y, 2, seed=0)
-    index, labels = classify.spread_labels(codes, y, keep, n_neighbors=10)
+    index, labels = training.spread_labels(codes, y, keep, n_neighbors=10)
     assert np.array_equal(index, np.arange(300))  # every image reached
     assert np.mean(labels == y) > 0.97  # chance is 1/3
     assert np.array_equal(labels[keep], y[keep])  # the known labels stay
@@ -216,13 +216,15 @@ def test_training_labels_all_few_or_spread(digits):
     def encode(images):
         return images.reshape(len(images), -1)
 
-    all_x, all_y = classify.training_labels(make_cfg(), encode, x, y)
+    def labels(*overrides):
+        settings = classify.label_settings(make_cfg(*overrides))
+        return training.training_labels(encode, x, y, **settings)
+
+    all_x, all_y = labels()
     assert all_x is x and all_y is y
-    few = make_cfg("classify.labels_per_class=3")
-    few_x, few_y = classify.training_labels(few, encode, x, y)
+    few_x, few_y = labels("classify.labels_per_class=3")
     assert np.bincount(few_y).tolist() == [3] * 10 and len(few_x) == 30
-    spread = make_cfg("classify.labels_per_class=3", "classify.label_spreading=true")
-    spread_x, spread_y = classify.training_labels(spread, encode, x, y)
-    index, labels = classify.spread_labels(encode(x), y, data.labelled_subset(y, 3, 42), 10)
+    spread_x, spread_y = labels("classify.labels_per_class=3", "classify.label_spreading=true")
+    index, labels = training.spread_labels(encode(x), y, data.labelled_subset(y, 3, 42), 10)
     assert np.array_equal(spread_x, x[index]) and np.array_equal(spread_y, labels)
     assert len(index) > len(y) // 2 and np.mean(labels == y[index]) > 0.8  # from 30 labels

@@ -1,4 +1,4 @@
-"""The evaluate stage's baselines, t-SNE/k-NN scores, figures and HTML report."""
+"""Baselines, t-SNE/k-NN scores, figures and the HTML report that the evaluate stage uses."""
 
 import base64
 import re
@@ -6,8 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from src import classify, evaluate, models, plots
-from src.classify import head_settings
+from src import baselines, classify, metrics, models, plots, report
 from tests.conftest import make_cfg
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -19,18 +18,26 @@ def _png_size(path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_pca_baseline_uses_the_training_split_the_bottleneck_and_the_same_head(digits):
+def test_pca_baseline_uses_the_training_split_the_bottleneck_and_the_same_head(digits, tmp_path):
+    from sklearn.decomposition import PCA
+
     cfg = make_cfg("bottleneck=8", "dropout=0.3", "classify.epochs=2", "classify.head_units=16")
-    clf = classify.fit_pca_classifier(cfg, digits, head_settings(cfg, 10))
-    pca = classify.fit_pca(digits["x_train"], cfg.bottleneck)  # what evaluate refits
+    pca = baselines.fit_pca(digits["x_train"], cfg.bottleneck)
+    settings = classify.head_settings(cfg, 10)
+    clf = baselines.fit_pca_classifier(pca, digits, classify.label_settings(cfg), settings)
     x_train = digits["x_train"].reshape(len(digits["x_train"]), -1)
-    assert pca.n_components_ == 8 and pca.n_features_in_ == 64
-    np.testing.assert_allclose(pca.mean_, x_train.mean(axis=0), atol=1e-6)  # train split only
+    assert pca["components"].shape == (8, 64)
+    np.testing.assert_allclose(pca["mean"], x_train.mean(axis=0), atol=1e-6)  # train split only
+    baselines.save_pca(pca, tmp_path / "pca.npz")  # what evaluate loads instead of refitting
+    loaded = baselines.load_pca(tmp_path / "pca.npz")
+    assert all(np.array_equal(loaded[k], pca[k]) for k in pca)
 
     pca_encoder = clf.get_layer("pca_encoder")
     x = digits["x_test"][:20]
     codes = pca_encoder.predict(x, verbose=0)
-    np.testing.assert_allclose(codes, pca.transform(x.reshape(20, -1)), atol=1e-4)
+    reference = PCA(8).fit(x_train).transform(x.reshape(20, -1))  # scikit-learn's, up to sign
+    np.testing.assert_allclose(np.abs(codes), np.abs(reference), atol=1e-3)
+    np.testing.assert_allclose(codes, baselines.pca_codes(loaded, x), atol=1e-4)
     assert not pca_encoder.trainable  # frozen like the autoencoder's encoder (freeze_encoder)
     assert clf.get_layer("head_dense").units == 16
     assert clf.get_layer("head_dropout").rate == 0.3
@@ -39,7 +46,7 @@ def test_pca_baseline_uses_the_training_split_the_bottleneck_and_the_same_head(d
 
 
 def test_raw_pixel_baseline_is_logistic_regression_on_the_training_split(digits):
-    raw = evaluate.fit_raw_baseline(digits["x_train"], digits["y_train"])
+    raw = baselines.fit_raw_baseline(digits["x_train"], digits["y_train"])
     assert raw.n_features_in_ == 64 and list(raw.classes_) == list(range(10))
     x_test = digits["x_test"].reshape(len(digits["x_test"]), -1)
     assert np.mean(raw.predict(x_test) == digits["y_test"]) > 0.9
@@ -47,38 +54,35 @@ def test_raw_pixel_baseline_is_logistic_regression_on_the_training_split(digits)
 
 @pytest.mark.parametrize("n, limit", [(360, 2000), (360, 100), (5000, 2000)])
 def test_tsne_subset_respects_the_limit(n, limit):
-    subset = evaluate.tsne_subset(n, limit, seed=0)
+    subset = metrics.tsne_subset(n, limit, seed=0)
     assert len(subset) == min(n, limit) == len(set(subset))
     assert np.all(np.diff(subset) > 0) and subset.min() >= 0 and subset.max() < n
     if n > limit:  # a random draw: another seed picks other samples
-        assert not np.array_equal(subset, evaluate.tsne_subset(n, limit, seed=1))
+        assert not np.array_equal(subset, metrics.tsne_subset(n, limit, seed=1))
 
 
 def test_pca_reconstruction_error_falls_with_more_components(digits):
-    from sklearn.decomposition import PCA
-
     x_train, x_test = digits["x_train"], digits["x_test"]
     mse = []
     for n in (2, 16, 64):
-        pca = PCA(n).fit(x_train.reshape(len(x_train), -1))
-        recon = evaluate.pca_reconstruct(pca, x_test)
+        recon = baselines.pca_reconstruct(baselines.fit_pca(x_train, n), x_test)
         assert recon.shape == x_test.shape
         mse.append(float(np.mean((recon - x_test) ** 2)))
-    assert mse[0] > mse[1] > mse[2] and mse[2] < 1e-8  # all 64 components: exact
+    assert mse[0] > mse[1] > mse[2] and mse[2] < 1e-10  # all 64 components: exact
 
 
 def test_knn_on_a_tsne_map_finds_digit_classes_and_not_shuffled_labels(digits):
     x, y = digits["x_test"], digits["y_test"]
-    points = evaluate.tsne_map(x, seed=0)
+    points = metrics.tsne_map(x, seed=0)
     assert points.shape == (len(x), 2) and np.isfinite(points).all()
-    assert evaluate.knn_accuracy(points, y, 5, seed=0) > 0.85
+    assert metrics.knn_accuracy(points, y, 5, seed=0) > 0.85
     shuffled = np.random.default_rng(0).permutation(y)
-    assert evaluate.knn_accuracy(points, shuffled, 5, seed=0) < 0.3  # chance is 0.1
+    assert metrics.knn_accuracy(points, shuffled, 5, seed=0) < 0.3  # chance is 0.1
 
 
 def test_examples_take_the_classes_in_turn():
     y = np.array([3, 1, 1, 0, 2, 3, 0, 2, 1])
-    picked = evaluate.examples(y, 6)
+    picked = plots.examples(y, 6)
     assert list(y[picked]) == [0, 1, 2, 3, 0, 1]
     assert len(set(picked)) == 6
 
@@ -86,7 +90,7 @@ def test_examples_take_the_classes_in_turn():
 def test_per_class_accuracy():
     y = np.array([0, 0, 1, 1, 1, 2])
     pred = np.array([0, 1, 1, 1, 0, 0])
-    assert evaluate.per_class_accuracy(y, pred, 4) == pytest.approx([0.5, 2 / 3, 0.0, 0.0])
+    assert metrics.per_class_accuracy(y, pred, 4) == pytest.approx([0.5, 2 / 3, 0.0, 0.0])
 
 
 def test_figures_are_pngs_with_a_row_per_reconstruction(digits, tmp_path):
@@ -112,7 +116,7 @@ def test_report_is_self_contained_html_with_the_table_and_every_figure(digits, t
         pngs.append(tmp_path / f"f{i}.png")
         plots.per_class_accuracy({"m": [0.5 + i / 4] * 10}, names, pngs[-1])
     table = [["model", "test accuracy"], ["autoencoder", "0.9750"], ["PCA <b>", "0.9611"]]
-    plots.report(
+    report.html_page(
         tmp_path / "r.html", "Title", "intro", table, [("one", pngs[0]), ("two", pngs[1])]
     )
     page = (tmp_path / "r.html").read_text()
@@ -131,15 +135,29 @@ def test_linear_encoder_applies_the_given_projection():
 
 
 def test_training_recipe_names_fine_tuning_augmentation_and_spread_labels():
-    plain = evaluate.training_recipe(make_cfg())
+    plain = report.training_recipe(make_cfg().classify, seed=0)
     assert "encoder frozen" in plain and "fine-tuned" not in plain and "random" not in plain
-    recipe = evaluate.training_recipe(
+    recipe = report.training_recipe(
         make_cfg(
             "model=conv",
             "classify.finetune=true",
             "classify.labels_per_class=10",
             "classify.label_spreading=true",
-        )
+        ).classify,
+        seed=0,
     )
     assert "then fine-tuned 10 epochs" in recipe and "random shift 0.1" in recipe
     assert "labels_per_class=10, spread" in recipe
+
+
+def test_tables_keep_commas_in_class_names(tmp_path):
+    import csv
+
+    names = ["T-shirt, top", 'say "hi"']
+    y, predicted = np.array([0, 1, 1]), np.array([0, 0, 1])
+    report.write_predictions(tmp_path / "p.csv", y, predicted, names)
+    rows = list(csv.reader((tmp_path / "p.csv").open()))
+    assert rows == [["actual", "predicted"], [names[0], names[0]], [names[1], names[0]],
+                    [names[1], names[1]]]  # fmt: skip
+    report.write_per_class(tmp_path / "c.csv", {"autoencoder": [1.0, 0.5]}, names)
+    assert list(csv.DictReader((tmp_path / "c.csv").open()))[0]["class"] == names[0]

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from src import predict
 from tests.conftest import copy_project, make_cfg, run_cli
 
+pytestmark = pytest.mark.e2e
 TINY = ["pretrain.epochs=2", "classify.epochs=3"]
 
 
@@ -57,7 +58,10 @@ def test_folder_of_png_images_is_resized_and_scaled(trained):
     proc = run_cli(trained, "-m", "src.predict", f"input={folder}", "output=png.csv")
     rows = _rows(trained / "png.csv")
     assert [Path(r["input"]).name for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
-    assert all(0 <= float(r["probability"]) <= 1 for r in rows)
+    from src import models
+
+    expected = models.load(trained / "models/classifier.keras").predict(x, verbose=0)
+    assert [int(r["class"]) for r in rows] == expected.argmax(1).tolist()  # as the pipeline's
     assert "3 images" in proc.stdout + proc.stderr
 
 
@@ -76,7 +80,8 @@ def test_model_without_record_and_bad_input_are_refused(trained):
     import shutil
 
     shutil.copy(trained / "models/classifier.keras", trained / "bare.keras")
-    proc = run_cli(trained, "-m", "src.predict", "model=bare.keras", "input=raw.npz", check=False)
+    np.savez(trained / "some.npz", x=np.zeros((2, 8, 8)))
+    proc = run_cli(trained, "-m", "src.predict", "model=bare.keras", "input=some.npz", check=False)
     assert proc.returncode != 0 and "has no preprocessing record" in proc.stderr
     proc = run_cli(trained, "-m", "src.predict", "input=nothing.txt", check=False)
     assert proc.returncode != 0 and "input=nothing.txt" in proc.stderr.splitlines()[-1]

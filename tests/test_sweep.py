@@ -37,6 +37,7 @@ def swept(tmp_path_factory):
     return project
 
 
+@pytest.mark.e2e
 def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     project = swept
     client = mlflow_client(project)
@@ -62,7 +63,9 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert {"summary/summary.csv", "summary/accuracy_heatmap.png"} <= artifacts
     sweep_dir = next(project.glob("multirun/*/*"))
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
-    assert len(rows) == 4 and all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
+    logged = {c.info.run_id: c.data.metrics["test_accuracy"] for c in children}
+    assert {r["run_id"]: float(r["test_accuracy"]) for r in rows} == pytest.approx(logged)
+    assert all(r["status"] == "FINISHED" and not r["error"] for r in rows)
     assert (sweep_dir / "accuracy_heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
     best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
@@ -71,6 +74,7 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
 
 
+@pytest.mark.e2e
 def test_champion_serves_over_http(swept):
     """`mlflow models serve` on the registered champion answers /invocations like the model."""
     from src import models
@@ -113,6 +117,7 @@ def test_champion_serves_over_http(swept):
     np.testing.assert_array_equal(served.argmax(1), local.predict(x, verbose=0).argmax(1))
 
 
+@pytest.mark.e2e
 def test_failed_point_does_not_stop_the_sweep(project):
     # bottleneck=100 is larger than the 64 input pixels: that point fails inside its run
     proc = run_cli(project, "-m", "src.train", "bottleneck=4,100", *TINY, "-m", check=False)
@@ -164,7 +169,7 @@ def test_changed_pretrain_setting_never_reuses_a_stale_autoencoder(tmp_path, dig
     def point(*overrides):
         cfg = make_cfg("mlflow.enabled=false", f"paths.cache={tmp_path / 'cache'}", *overrides)
         out = tmp_path / f"job{len(list(tmp_path.glob('job*')))}"
-        train.pretrained(cfg, digits, out, "data")
+        train.pretrain_cached(cfg, digits, out, "data")
         return out
 
     point("pretrain.epochs=1", "dropout=0.0")
@@ -176,11 +181,14 @@ def test_changed_pretrain_setting_never_reuses_a_stale_autoencoder(tmp_path, dig
     assert len(calls) == 3
 
 
+@pytest.mark.e2e
 def test_single_run_without_mlflow_writes_result(project):
     run_cli(project, "-m", "src.train", "bottleneck=4", "mlflow.enabled=false", *TINY)
     result = json.loads(next(project.glob("outputs/*/*/result.json")).read_text())
     assert result["status"] == "FINISHED" and result["bottleneck"] == 4
-    assert result["run_id"] is None and 0 <= result["test_accuracy"] <= 1
+    assert result["run_id"] is None
+    metrics = json.loads((next(project.glob("outputs/*/*/reports/metrics.json"))).read_text())
+    assert result["test_accuracy"] == metrics["test_accuracy"]
     assert not (project / "mlflow.db").exists()
 
 
@@ -208,6 +216,7 @@ def test_retry_locked_retries_only_lock_errors(monkeypatch):
     assert len(attempts) == 1
 
 
+@pytest.mark.e2e
 def test_submitit_local_launcher_runs_the_sweep(project):
     run_cli(project, "-m", "src.train", "bottleneck=4", "dropout=0.0,0.5", *TINY,
             "hydra/launcher=submitit_local", "-m")  # fmt: skip
@@ -224,6 +233,27 @@ def test_slurm_preset_composes():
     from tests.conftest import ROOT
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", ["hydra/launcher=slurm"], return_hydra_config=True)
+        cfg = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert cfg.hydra.launcher.cpus_per_task == 4 and cfg.hydra.callbacks.sweep
+
+
+def test_interrupted_sweep_ends_its_parent_run_killed(tmp_path):
+    """Hydra calls no callback when a sweep is interrupted: the parent run ends KILLED at exit."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from src import sweep, tracking
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    callback = sweep.SweepCallback()
+    callback.on_multirun_start(cfg)
+    parent = callback.parent_run_id
+    assert os.environ[tracking.PARENT_RUN_ENV] == parent
+    callback.end_unfinished()  # what atexit runs after Ctrl-C
+    run = MlflowClient().get_run(parent)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("interrupted")
+    assert tracking.PARENT_RUN_ENV not in os.environ

@@ -1,0 +1,189 @@
+"""Training: the one fit helper, the autoencoder, the classifier, and the labels a head sees."""
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+
+import keras
+import numpy as np
+
+from src import data, models
+from src.runtime import UserError, stop_on_signal
+
+log = logging.getLogger(__name__)
+
+
+def fit(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray],
+    *,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    rate_key: str,
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    initial_epoch: int = 0,
+    metrics: list[str] | None = None,
+    callbacks: list | None = None,
+) -> dict[str, list[float]]:
+    """Compile (Adam) and fit; return the history. Ctrl-C or SIGTERM stops after the batch and
+    raises; a NaN or infinite loss stops training with a UserError naming `rate_key`."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    with stop_on_signal(model):
+        history = model.fit(
+            x,
+            y,
+            validation_data=validation_data,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+        ).history
+    if not np.isfinite(history["loss"][-1]):
+        stage = rate_key.split(".")[0]
+        raise UserError(f"{stage} loss became NaN or infinite: lower {rate_key}")
+    return history
+
+
+def denoising_pairs(
+    x: np.ndarray, noise_factor: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets): x plus Gaussian noise * noise_factor, clipped to [0, 1]; x itself."""
+    if noise_factor == 0:
+        return x, x
+    noise = np.random.default_rng(seed).standard_normal(x.shape, dtype=np.float32)
+    noise *= noise_factor
+    noise += x
+    return np.clip(noise, 0, 1, out=noise), x
+
+
+def fit_autoencoder(
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    *,
+    model: Mapping,
+    bottleneck: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    loss: str,
+    seed: int,
+    noise_factor: float = 0.0,
+    callbacks: list | None = None,
+) -> tuple[keras.Model, keras.Model, dict[str, list[float]]]:
+    """Return (autoencoder, encoder, history) trained to reconstruct x_train (from noisy inputs
+    when noise_factor > 0: a denoising autoencoder)."""
+    keras.utils.set_random_seed(seed)
+    autoencoder, encoder = models.build(model, x_train.shape[1:], bottleneck)
+    history = fit(
+        autoencoder,
+        *denoising_pairs(x_train, noise_factor, seed),
+        denoising_pairs(x_val, noise_factor, seed + 1),
+        learning_rate=learning_rate,
+        rate_key="pretrain.learning_rate",
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        callbacks=callbacks,
+    )
+    return autoencoder, encoder, history
+
+
+def fit_classifier(
+    encoder: keras.Model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    n_classes: int,
+    head_units: int,
+    dropout: float,
+    freeze_encoder: bool,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    finetune_epochs: int = 0,
+    finetune_learning_rate: float = 1e-4,
+    augment: Mapping[str, float] | None = None,
+    callbacks: list | None = None,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Return (classifier, history) trained on the labels; with finetune_epochs > 0, then
+    unfreeze the encoder and train on from finetune_learning_rate, decayed to 0 by a cosine
+    (Keras' transfer learning; the decay leaves a settled final model)."""
+    keras.utils.set_random_seed(seed)
+    classifier = models.build_classifier(
+        encoder, n_classes, head_units, dropout, freeze_encoder, augment
+    )
+    common = {
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "batch_size": batch_size,
+        "callbacks": callbacks,
+    }
+    history = fit(
+        classifier, x_train, y_train, (x_val, y_val), learning_rate=learning_rate,
+        rate_key="classify.learning_rate", epochs=epochs, **common,
+    )  # fmt: skip
+    if finetune_epochs:  # unfreeze; fit recompiles, so that it takes effect
+        encoder.trainable = True
+        steps = -(-len(x_train) // batch_size) * finetune_epochs
+        decay = keras.optimizers.schedules.CosineDecay(finetune_learning_rate, steps)  # to 0
+        more = fit(
+            classifier, x_train, y_train, (x_val, y_val), learning_rate=decay,
+            rate_key="classify.finetune_learning_rate", initial_epoch=epochs,
+            epochs=epochs + finetune_epochs, **common,
+        )  # fmt: skip
+        history = {k: v + more[k] for k, v in history.items()}
+    return classifier, history
+
+
+def spread_labels(
+    codes: np.ndarray, y: np.ndarray, keep: np.ndarray, n_neighbors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label the other training images from the few in `keep` by label spreading over the k-NN
+    graph of their codes (scikit-learn's LabelSpreading). Returns (indices, labels) of the
+    images the labels reached; the known labels stay as they are."""
+    from sklearn.semi_supervised import LabelSpreading
+
+    partial = np.full(len(y), -1)
+    partial[keep] = y[keep]
+    # alpha 0.8: each image keeps 20 % of its initial label; tuned on the validation split
+    k = min(n_neighbors, len(codes) - 1)  # tiny datasets
+    spreading = LabelSpreading(kernel="knn", n_neighbors=k, alpha=0.8, max_iter=1000)
+    spreading.fit(codes.reshape(len(codes), -1), partial)
+    labels = spreading.transduction_.astype(y.dtype)
+    labels[keep] = y[keep]
+    reached = spreading.label_distributions_.sum(axis=1) > 0
+    reached[keep] = True
+    log.info(
+        "label spreading: %d known labels reached %d of %d training images",
+        len(keep),
+        reached.sum(),
+        len(y),
+    )
+    return np.flatnonzero(reached), labels[reached]
+
+
+def training_labels(
+    encode: Callable[[np.ndarray], np.ndarray],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    labels_per_class: int | float | None,
+    label_spreading: bool,
+    spreading_neighbors: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels a classifier head trains on: all labels, the few of
+    labels_per_class, or those spread from them over the codes `encode(x_train)`."""
+    if labels_per_class is None or not label_spreading:
+        return data.labelled(x_train, y_train, labels_per_class, seed)
+    keep = data.labelled_subset(y_train, labels_per_class, seed)
+    index, labels = spread_labels(encode(x_train), y_train, keep, spreading_neighbors)
+    return (x_train if len(index) == len(x_train) else x_train[index]), labels  # no copy if all
