@@ -51,7 +51,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_csv(path: str | Path, header: list[str], rows: Iterable[list[Any]]) -> None:
     """A CSV file through the csv module, so that commas and quotes in names stay intact."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
 

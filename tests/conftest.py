@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from src import data
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,9 +21,39 @@ def make_cfg(*overrides: str):
 
 @pytest.fixture(scope="session")
 def digits():
-    from src import data
-
     return data.prepare("digits", test_size=0.2, val_size=0.1, seed=0)
+
+
+def run_stages(
+    project: Path,
+    *overrides: str,
+    stages: tuple = ("prepare", "pretrain", "classify", "evaluate"),
+    tracked: bool = False,
+) -> None:
+    """The stages' run() in this process, writing into `project` as their command lines would
+    (without a Python start and TensorFlow import each); `tracked` logs to project's store."""
+    from unittest import mock
+
+    from src import classify, evaluate, prepare, pretrain, tracking
+    from src.config import select_params, validate
+
+    cfg = validate(make_cfg(f"mlflow.enabled={str(tracked).lower()}", *overrides))
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    modules = {
+        "prepare": prepare,
+        "pretrain": pretrain,
+        "classify": classify,
+        "evaluate": evaluate,
+    }
+    with mock.patch.dict(os.environ, store):
+        for name in stages:
+            params = select_params(cfg, modules[name].PARAMS)
+            with tracking.start_run(cfg, name, params, {"stage": name}):
+                if name == "prepare":
+                    arrays = prepare.run(cfg, project)
+                else:
+                    arrays = data.load(project / cfg.paths.prepared)
+                    modules[name].run(cfg, arrays, project)
 
 
 def copy_project(dest: Path) -> Path:

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import copy_project, run_cli
+from tests.conftest import copy_project, run_cli, run_stages
 
 pytestmark = pytest.mark.e2e
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
@@ -40,6 +40,7 @@ CASES = [
     ("classify", ["paths.encoder=truncated.keras"], "truncated.keras cannot be loaded"),
     ("pretrain", ["paths.encoder=pyproject.toml/encoder.keras"], "cannot create output folder"),
     ("pretrain", ["mlflow.tracking_uri=nosuchscheme://x"], "mlflow.tracking_uri='nosuchscheme"),
+    ("prepare", ["dataset=mnist", "dataset.path=no/mnist.npz"], "dataset.path='no/mnist.npz' not"),
 ]
 
 
@@ -47,8 +48,7 @@ CASES = [
 def ran(tmp_path_factory):
     """A project after a tiny full pipeline, with a damaged copy of the encoder beside it."""
     project = copy_project(tmp_path_factory.mktemp("bad-input"))
-    for stage in ("prepare", "pretrain", "classify", "evaluate"):
-        run_cli(project, "-m", f"src.{stage}", *TINY)
+    run_stages(project, *TINY)
     (project / "README.md").write_text("not an npz\n")
     encoder = (project / "models/encoder.keras").read_bytes()
     (project / "truncated.keras").write_bytes(encoder[: len(encoder) // 2])
@@ -68,8 +68,12 @@ def _checksums(project) -> dict[str, str]:
 def test_bad_input_is_reported_and_changes_nothing(ran, stage, overrides, message):
     before = _checksums(ran)
     client = MlflowClient(tracking_uri=f"sqlite:///{ran / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ae-classify").experiment_id
-    runs_before = {r.info.run_id for r in client.search_runs([experiment])}
+
+    def runs() -> list:
+        experiment = client.get_experiment_by_name("ae-classify")
+        return client.search_runs([experiment.experiment_id]) if experiment else []
+
+    runs_before = {r.info.run_id for r in runs()}
     env = {"MLFLOW_TRACKING_URI": ""} if any("tracking_uri" in o for o in overrides) else None
     proc = run_cli(ran, "-m", f"src.{stage}", *TINY, *overrides, check=False, env=env)
 
@@ -81,5 +85,5 @@ def test_bad_input_is_reported_and_changes_nothing(ran, stage, overrides, messag
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, last
     assert _checksums(ran) == before
-    new_runs = [r for r in client.search_runs([experiment]) if r.info.run_id not in runs_before]
+    new_runs = [r for r in runs() if r.info.run_id not in runs_before]
     assert all(r.info.status == "FAILED" and r.data.tags.get("error") for r in new_runs)

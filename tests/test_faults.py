@@ -9,15 +9,27 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_stages
 
 pytestmark = pytest.mark.e2e
 TINY = ["pretrain.epochs=3", "classify.epochs=3"]
 
 
+def _training_run(client: MlflowClient, proc: subprocess.Popen):
+    """The pretrain run once its first epoch is logged."""
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("ae-classify")  # made by the stage itself
+        runs = exp and client.search_runs([exp.experiment_id], "attributes.run_name = 'pretrain'")
+        if runs and client.get_metric_history(runs[0].info.run_id, "pretrain/loss"):
+            return runs[0]
+        time.sleep(0.5)
+    raise AssertionError(proc.stderr.read().decode()[-2000:] if proc.poll() else "no run")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_stage_ends_killed_and_keeps_old_outputs(project, sig):
-    run_cli(project, "-m", "src.prepare")
+    run_stages(project, stages=("prepare",))
     old = {f: f"old {f}".encode() for f in ("models/encoder.keras", "models/autoencoder.keras")}
     for f, content in old.items():
         (project / f).parent.mkdir(exist_ok=True)
@@ -29,18 +41,12 @@ def test_interrupted_stage_ends_killed_and_keeps_old_outputs(project, sig):
         cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     client = MlflowClient(tracking_uri=uri)
-    deadline = time.time() + 240
-    run = None
-    while time.time() < deadline and proc.poll() is None:  # wait until training is under way
-        exp = client.get_experiment_by_name("ae-classify")
-        runs = client.search_runs([exp.experiment_id], "attributes.run_name = 'pretrain'")
-        if runs and client.get_metric_history(runs[0].info.run_id, "pretrain/loss"):
-            run = runs[0]
-            break
-        time.sleep(0.5)
-    assert run is not None, proc.stderr.read().decode()[-2000:] if proc.poll() else "no run"
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        run = _training_run(client, proc)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a 100000-epoch training behind when the test fails
     assert proc.returncode != 0
     last = stderr.decode().strip().splitlines()[-1]
     reason = "interrupted" if sig == signal.SIGINT else "stopped by signal 15"
@@ -54,8 +60,7 @@ def test_interrupted_stage_ends_killed_and_keeps_old_outputs(project, sig):
 def test_sigkill_while_writing_a_model_leaves_the_old_file_and_a_rerun_completes(project):
     from src import models
 
-    run_cli(project, "-m", "src.prepare")
-    run_cli(project, "-m", "src.pretrain", "bottleneck=8", *TINY)
+    run_stages(project, "bottleneck=8", "pretrain.epochs=1", stages=("prepare", "pretrain"))
     old = (project / "models/encoder.keras").read_bytes()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     proc = subprocess.Popen(

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from src import predict
-from tests.conftest import copy_project, make_cfg, run_cli
+from tests.conftest import copy_project, make_cfg, run_cli, run_stages
 
 pytestmark = pytest.mark.e2e
 TINY = ["pretrain.epochs=2", "classify.epochs=3"]
@@ -17,8 +17,7 @@ TINY = ["pretrain.epochs=2", "classify.epochs=3"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     project = copy_project(tmp_path_factory.mktemp("predict"))
-    for stage in ("prepare", "pretrain", "classify"):
-        run_cli(project, "-m", f"src.{stage}", *TINY)
+    run_stages(project, *TINY, stages=("prepare", "pretrain", "classify"), tracked=True)
     return project
 
 
