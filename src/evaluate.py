@@ -18,7 +18,7 @@ PARAMS = ["bottleneck", "dropout", "seed", "classify", "evaluate", "dataset.name
 
 def compare(
     cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, autoencoder: Any, pca: dict
-) -> tuple[dict, dict]:
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(metrics, predicted test labels per method) of the classifier and both baselines."""
     from src import baselines, data, metrics, models
 

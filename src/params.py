@@ -5,6 +5,7 @@ Usage: python -m src.params [override ...]
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def compose_params(overrides: list[str]) -> dict:
+def compose_params(overrides: list[str]) -> dict[str, Any]:
     """conf/config.yaml composed with the overrides and resolved: what params.yaml holds."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)

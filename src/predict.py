@@ -11,6 +11,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -29,7 +30,7 @@ def preprocessing_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".preprocessing.json")
 
 
-def load_predictor(ref: str, tracking_uri: str | None = None) -> tuple:
+def load_predictor(ref: str, tracking_uri: str | None = None) -> tuple[Any, dict]:
     """Return (keras model, preprocessing record) for a .keras path or an MLflow model URI."""
     from src import models
 

@@ -11,8 +11,10 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +30,7 @@ SRC = Path(__file__).resolve().parent
 AUTOENCODER_CODE = ("models.py", "training.py", "pretrain.py")  # what trains an autoencoder
 
 
-def source_stamp(path: str | None) -> list:
+def source_stamp(path: str | None) -> list[list]:
     """Size and modification time of dataset.path (of each file, for a folder): a user's data
     file replaced in place gets a new cache entry, as make and DVC notice changed files."""
     if path is None:
@@ -38,7 +40,7 @@ def source_stamp(path: str | None) -> list:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
-def prepared_data(cfg: DictConfig) -> tuple[dict, Path]:
+def prepared_data(cfg: DictConfig) -> tuple[dict[str, np.ndarray], Path]:
     """Prepared arrays for cfg.dataset and cfg.seed, cached under paths.cache by their config
     and the size and time of the dataset's file."""
     from filelock import FileLock
@@ -108,7 +110,7 @@ def pretrain_cached(cfg: DictConfig, arrays: dict, out: Path, data_hash: str) ->
         return trained_by
 
 
-def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict:
+def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
     """Run one point of the experiment; return its result (metrics, run ids, time)."""
     import keras
 

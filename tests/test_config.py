@@ -111,8 +111,8 @@ def test_params_yaml_matches_conf():
     workspace = yaml.safe_load((ROOT / "params.yaml").read_text())
     if workspace != composed:
         committed = committed_params()
-        assert committed is not None and committed != workspace, "params.yaml differs from conf/"
-        assert committed == composed, "the committed params.yaml differs from conf/"
+        assert committed is not None and committed != workspace, "run: python -m src.params"
+        assert committed == composed, "params.yaml is behind conf/: run python -m src.params"
         validate(make_cfg(*(f"{k}={v}" for k, v in _changed(composed, workspace))))
 
 

@@ -83,67 +83,40 @@ def test_denoising_conv_autoencoder_trains(digits):
     assert encoder.output_shape == (None, 8)
 
 
-class WeightSnapshots(keras.callbacks.Callback):
-    """The encoder's weights at the end of each fit() call (each training phase)."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder, self.snapshots = encoder, [[w.copy() for w in encoder.get_weights()]]
-
-    def on_train_end(self, logs=None):
-        self.snapshots.append([w.copy() for w in self.encoder.get_weights()])
-
-
 def _changed(a: list, b: list) -> list[bool]:
     return [not np.array_equal(u, v) for u, v in zip(a, b, strict=True)]
 
 
-def test_finetune_keeps_frozen_weights_then_trains_them(digits):
+def _classifier(digits, freeze: bool, epochs: int = 3, **extra):
+    """A digits classifier on a fresh dense encoder; which encoder weights training changed."""
     _, encoder = models.build(DENSE, (8, 8, 1), 16)
-    snapshots = WeightSnapshots(encoder)
-    _, history = fit_classifier(
-        encoder,
-        digits["x_train"],
-        digits["y_train"],
-        digits["x_val"],
-        digits["y_val"],
-        n_classes=10,
-        head_units=32,
-        dropout=0.2,
-        freeze_encoder=True,
-        epochs=2,
-        batch_size=64,
-        learning_rate=0.005,
-        seed=0,
-        finetune_epochs=1,
-        finetune_learning_rate=1e-3,
-        callbacks=[snapshots],
-    )
-    initial, after_head, after_finetune = snapshots.snapshots
-    assert not any(_changed(initial, after_head))  # phase 1: encoder frozen
-    assert all(_changed(after_head, after_finetune))  # phase 2: every encoder weight trains
-    assert len(history["val_accuracy"]) == 3 and encoder.trainable
-
-
-def _classifier(digits, freeze: bool):
-    _, encoder = models.build_autoencoder((8, 8, 1), 16, [64])
     before = [w.copy() for w in encoder.get_weights()]
     classifier, history = fit_classifier(
-        encoder,
-        digits["x_train"],
-        digits["y_train"],
-        digits["x_val"],
-        digits["y_val"],
-        n_classes=10,
-        head_units=32,
-        dropout=0.2,
-        freeze_encoder=freeze,
-        epochs=3,
-        batch_size=64,
-        learning_rate=0.005,
-        seed=0,
-    )
+        encoder, digits["x_train"], digits["y_train"], digits["x_val"], digits["y_val"],
+        n_classes=10, head_units=32, dropout=0.2, freeze_encoder=freeze, epochs=epochs,
+        batch_size=64, learning_rate=0.005, seed=0, **extra,
+    )  # fmt: skip
     return classifier, history, _changed(before, encoder.get_weights())
+
+
+def test_finetune_keeps_frozen_weights_then_trains_them(digits):
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):  # the encoder's weights after each fit() phase
+        def on_train_begin(self, logs=None):
+            snapshots.append([w.copy() for w in self.model.get_layer("encoder").get_weights()])
+
+        def on_train_end(self, logs=None):
+            self.on_train_begin()
+
+    _, history, changed = _classifier(
+        digits, True, epochs=2, finetune_epochs=1, finetune_learning_rate=1e-3,
+        callbacks=[Snapshot()],
+    )  # fmt: skip
+    head_start, head_end, tune_start, tune_end = snapshots
+    assert not any(_changed(head_start, head_end))  # phase 1: encoder frozen
+    assert all(_changed(tune_start, tune_end))  # phase 2: every encoder weight trains
+    assert len(history["val_accuracy"]) == 3 and all(changed)
 
 
 def test_frozen_encoder_weights_do_not_change(digits):
