@@ -1,7 +1,6 @@
 """The baselines the autoencoder must beat: PCA codes through the same head, and logistic
 regression on raw pixels. The PCA is fitted once (classify) and saved for evaluate."""
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +63,8 @@ def fit_pca_classifier(
     w = pca["components"].T
     x_train = arrays["x_train"]
     encoder = models.build_linear_encoder(x_train.shape[1:], w, -pca["mean"] @ w, "pca_encoder")
-    x, y = training.training_labels(partial(pca_codes, pca), x_train, arrays["y_train"], **labels)
-    classifier, _ = training.fit_classifier(
-        encoder, x, y, arrays["x_val"], arrays["y_val"], **settings, callbacks=callbacks
-    )
+    codes = pca_codes(pca, x_train), pca_codes(pca, arrays["x_val"])
+    classifier, _ = training.fit_on_labels(encoder, arrays, labels, settings, codes, callbacks)
     return classifier
 
 

@@ -70,16 +70,10 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -
     settings = head_settings(cfg, len(arrays["class_names"]))
     names = [p.classifier, p.preprocessing, p.pca, p.pca_classifier, p.classify_history]
     with files.outputs(out, names) as staged:
-        x, y = training.training_labels(  # few labels; the autoencoder saw all training images
-            lambda images: encoder.predict(images, batch_size=1024, verbose=0),
-            arrays["x_train"], arrays["y_train"], **label_settings(cfg),
-        )  # fmt: skip
-        if len(y) < len(arrays["y_train"]):
-            log.info("training the classifier on %d of %d images", len(y), len(arrays["y_train"]))
-        classifier, history = training.fit_classifier(
-            encoder, x, y, arrays["x_val"], arrays["y_val"], **settings,
-            callbacks=tracking.callbacks("classify/"),
-        )  # fmt: skip
+        callbacks = tracking.callbacks("classify/")
+        classifier, history = training.fit_on_labels(  # the autoencoder saw every image
+            encoder, arrays, label_settings(cfg), settings, callbacks=callbacks
+        )
         log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
         log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
         pca = baselines.fit_pca(arrays["x_train"], cfg.bottleneck)

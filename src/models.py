@@ -131,6 +131,16 @@ def build_classifier(
     return keras.Model(inputs, outputs, name="classifier")
 
 
+def head_of(classifier: keras.Model, n_codes: int) -> keras.Model:
+    """The classifier's head alone, codes in and probabilities out, sharing its layers: training
+    it trains the classifier's head."""
+    codes = keras.Input(shape=(n_codes,), name="code")
+    x = codes
+    for name in ("head_dense", "head_dropout", "probabilities"):
+        x = classifier.get_layer(name)(x)
+    return keras.Model(codes, x, name="head")
+
+
 def build_linear_encoder(
     input_shape: tuple[int, ...], weights: np.ndarray, bias: np.ndarray, name: str
 ) -> keras.Model:

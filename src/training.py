@@ -2,7 +2,8 @@
 
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -93,6 +94,16 @@ def fit_autoencoder(
     return autoencoder, encoder, history
 
 
+def on_codes(freeze_encoder: bool, augment: Mapping[str, float] | None) -> bool:
+    """Whether a head can train on codes computed once: the encoder is frozen and no random
+    augmentation changes the images (then every epoch would compute the same codes)."""
+    return freeze_encoder and not any((augment or {}).values())
+
+
+def encode(encoder: keras.Model, x: np.ndarray) -> np.ndarray:
+    return encoder.predict(x, batch_size=1024, verbose=0)
+
+
 def fit_classifier(
     encoder: keras.Model,
     x_train: np.ndarray,
@@ -111,11 +122,17 @@ def fit_classifier(
     finetune_epochs: int = 0,
     finetune_learning_rate: float = 1e-4,
     augment: Mapping[str, float] | None = None,
+    codes: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: list | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Return (classifier, history) trained on the labels; with finetune_epochs > 0, then
     unfreeze the encoder and train on from finetune_learning_rate, decayed to 0 by a cosine
-    (Keras' transfer learning; the decay leaves a settled final model)."""
+    (Keras' transfer learning; the decay leaves a settled final model).
+
+    With a frozen encoder and no augmentation the head trains on the codes of x_train and
+    x_val (`codes`, or computed once here), not through the encoder every epoch: the same
+    training, as the codes never change. The classifier returned is encoder + head.
+    """
     keras.utils.set_random_seed(seed)
     classifier = models.build_classifier(
         encoder, n_classes, head_units, dropout, freeze_encoder, augment
@@ -126,10 +143,16 @@ def fit_classifier(
         "batch_size": batch_size,
         "callbacks": callbacks,
     }
+    model, x, xv = classifier, x_train, x_val
+    if on_codes(freeze_encoder, augment):
+        x, xv = codes if codes is not None else (encode(encoder, x_train), encode(encoder, x_val))
+        model = models.head_of(classifier, x.shape[1])
     history = fit(
-        classifier, x_train, y_train, (x_val, y_val), learning_rate=learning_rate,
+        model, x, y_train, (xv, y_val), learning_rate=learning_rate,
         rate_key="classify.learning_rate", epochs=epochs, **common,
     )  # fmt: skip
+    if model is not classifier:  # compiled as if trained whole: evaluate() works on it
+        classifier.compile(optimizer=model.optimizer, loss=common["loss"], metrics=["accuracy"])
     if finetune_epochs:  # unfreeze; fit recompiles, so that it takes effect
         encoder.trainable = True
         steps = -(-len(x_train) // batch_size) * finetune_epochs
@@ -141,6 +164,34 @@ def fit_classifier(
         )  # fmt: skip
         history = {k: v + more[k] for k, v in history.items()}
     return classifier, history
+
+
+def fit_on_labels(
+    encoder: keras.Model,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, Any],
+    settings: dict[str, Any],
+    codes: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: list | None = None,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """fit_classifier on the training labels `labels` allows (training_labels' settings): all,
+    a few, or spread from those over the codes. `codes`: the encoder's codes of x_train and
+    x_val when known, used for spreading and for a head on codes."""
+    spreads = labels["label_spreading"] and labels["labels_per_class"] is not None
+    if codes is None and (spreads or on_codes(settings["freeze_encoder"], settings["augment"])):
+        codes = encode(encoder, arrays["x_train"]), encode(encoder, arrays["x_val"])
+    train_codes = codes[0] if codes is not None else None
+    index, y = training_labels(train_codes, arrays["y_train"], **labels)
+    if index is not None:  # fewer labels than images
+        log.info("training a head on %d of %d images", len(y), len(arrays["y_train"]))
+    pick = (lambda a: a) if index is None else (lambda a: a[index])
+    x_train = pick(arrays["x_train"])
+    if codes is not None:
+        codes = (pick(codes[0]), codes[1])
+    return fit_classifier(
+        encoder, x_train, y, arrays["x_val"], arrays["y_val"], **settings, codes=codes,
+        callbacks=callbacks,
+    )  # fmt: skip
 
 
 def spread_labels(
@@ -171,19 +222,21 @@ def spread_labels(
 
 
 def training_labels(
-    encode: Callable[[np.ndarray], np.ndarray],
-    x_train: np.ndarray,
+    codes: np.ndarray | None,
     y_train: np.ndarray,
     *,
     labels_per_class: int | float | None,
     label_spreading: bool,
     spreading_neighbors: int,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The images and labels a classifier head trains on: all labels, the few of
-    labels_per_class, or those spread from them over the codes `encode(x_train)`."""
-    if labels_per_class is None or not label_spreading:
-        return data.labelled(x_train, y_train, labels_per_class, seed)
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(indices of the training images a head trains on, or None for all; their labels): all
+    labels, the few of labels_per_class, or those spread from them over `codes` (the codes of
+    every training image, needed only for spreading)."""
+    if labels_per_class is None:
+        return None, y_train
     keep = data.labelled_subset(y_train, labels_per_class, seed)
-    index, labels = spread_labels(encode(x_train), y_train, keep, spreading_neighbors)
-    return (x_train if len(index) == len(x_train) else x_train[index]), labels  # no copy if all
+    if not label_spreading:
+        return keep, y_train[keep]
+    index, labels = spread_labels(codes, y_train, keep, spreading_neighbors)
+    return (None if len(index) == len(y_train) else index), labels

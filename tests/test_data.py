@@ -212,19 +212,18 @@ def test_label_spreading_labels_clusters_from_two_labels_each():
 
 def test_training_labels_all_few_or_spread(digits):
     x, y = digits["x_train"], digits["y_train"]
-
-    def encode(images):
-        return images.reshape(len(images), -1)
+    codes = x.reshape(len(x), -1)
 
     def labels(*overrides):
         settings = classify.label_settings(make_cfg(*overrides))
-        return training.training_labels(encode, x, y, **settings)
+        return training.training_labels(codes, y, **settings)
 
-    all_x, all_y = labels()
-    assert all_x is x and all_y is y
-    few_x, few_y = labels("classify.labels_per_class=3")
-    assert np.bincount(few_y).tolist() == [3] * 10 and len(few_x) == 30
-    spread_x, spread_y = labels("classify.labels_per_class=3", "classify.label_spreading=true")
-    index, labels = training.spread_labels(encode(x), y, data.labelled_subset(y, 3, 42), 10)
-    assert np.array_equal(spread_x, x[index]) and np.array_equal(spread_y, labels)
-    assert len(index) > len(y) // 2 and np.mean(labels == y[index]) > 0.8  # from 30 labels
+    index, all_y = labels()
+    assert index is None and all_y is y
+    few_index, few_y = labels("classify.labels_per_class=3")
+    assert np.bincount(few_y).tolist() == [3] * 10 and np.array_equal(y[few_index], few_y)
+    spread_index, spread_y = labels("classify.labels_per_class=3", "classify.label_spreading=true")
+    index, spread = training.spread_labels(codes, y, data.labelled_subset(y, 3, 42), 10)
+    assert spread_index is None and len(index) == len(y)  # every image reached: no copy
+    assert np.array_equal(spread_y, spread)
+    assert len(index) > len(y) // 2 and np.mean(spread == y[index]) > 0.8  # from 30 labels

@@ -87,9 +87,9 @@ def _changed(a: list, b: list) -> list[bool]:
     return [not np.array_equal(u, v) for u, v in zip(a, b, strict=True)]
 
 
-def _classifier(digits, freeze: bool, epochs: int = 3, **extra):
+def _classifier(digits, freeze: bool, epochs: int = 3, encoder=None, **extra):
     """A digits classifier on a fresh dense encoder; which encoder weights training changed."""
-    _, encoder = models.build(DENSE, (8, 8, 1), 16)
+    encoder = encoder or models.build(DENSE, (8, 8, 1), 16)[1]
     before = [w.copy() for w in encoder.get_weights()]
     classifier, history = fit_classifier(
         encoder, digits["x_train"], digits["y_train"], digits["x_val"], digits["y_val"],
@@ -100,23 +100,51 @@ def _classifier(digits, freeze: bool, epochs: int = 3, **extra):
 
 
 def test_finetune_keeps_frozen_weights_then_trains_them(digits):
+    _, encoder = models.build(DENSE, (8, 8, 1), 16)
     snapshots = []
 
     class Snapshot(keras.callbacks.Callback):  # the encoder's weights after each fit() phase
         def on_train_begin(self, logs=None):
-            snapshots.append([w.copy() for w in self.model.get_layer("encoder").get_weights()])
+            snapshots.append([w.copy() for w in encoder.get_weights()])
 
         def on_train_end(self, logs=None):
             self.on_train_begin()
 
     _, history, changed = _classifier(
-        digits, True, epochs=2, finetune_epochs=1, finetune_learning_rate=1e-3,
-        callbacks=[Snapshot()],
+        digits, True, epochs=2, encoder=encoder, finetune_epochs=1,
+        finetune_learning_rate=1e-3, callbacks=[Snapshot()],
     )  # fmt: skip
     head_start, head_end, tune_start, tune_end = snapshots
     assert not any(_changed(head_start, head_end))  # phase 1: encoder frozen
     assert all(_changed(tune_start, tune_end))  # phase 2: every encoder weight trains
     assert len(history["val_accuracy"]) == 3 and all(changed)
+
+
+def test_head_on_cached_codes_learns_what_training_through_the_encoder_learns(digits):
+    """A frozen encoder's codes never change: training the head on them once computed is the
+    same training as pushing every image through the encoder every epoch."""
+    from src import training
+
+    _, encoder = models.build(DENSE, (8, 8, 1), 16)
+    x_test, y_test = digits["x_test"], digits["y_test"]
+    on_codes, _, _ = _classifier(digits, True, epochs=20, encoder=encoder)
+    keras.utils.set_random_seed(0)  # the same model, trained through the encoder
+    through = models.build_classifier(encoder, 10, 32, 0.2, True)
+    training.fit(
+        through, digits["x_train"], digits["y_train"], (digits["x_val"], digits["y_val"]),
+        learning_rate=0.005, rate_key="classify.learning_rate",
+        loss="sparse_categorical_crossentropy", epochs=20, batch_size=64,
+    )  # fmt: skip
+    accuracy = [
+        np.mean(m.predict(x_test, verbose=0).argmax(1) == y_test) for m in (on_codes, through)
+    ]
+    assert accuracy[0] > 0.5 and abs(accuracy[0] - accuracy[1]) <= 0.01, accuracy
+    assert [layer.name for layer in on_codes.layers][-4:] == [
+        "encoder",
+        "head_dense",
+        "head_dropout",
+        "probabilities",
+    ]  # the whole model is saved, as src.predict and mlflow models serve load it
 
 
 def test_frozen_encoder_weights_do_not_change(digits):
