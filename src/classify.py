@@ -28,6 +28,7 @@ def head_settings(cfg: DictConfig, n_classes: int) -> dict[str, Any]:
         "epochs": c.epochs,
         "batch_size": c.batch_size,
         "learning_rate": c.learning_rate,
+        "patience": c.patience,
         "seed": cfg.seed,
         "finetune_epochs": c.finetune_epochs if c.finetune else 0,
         "finetune_learning_rate": c.finetune_learning_rate,

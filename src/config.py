@@ -38,6 +38,7 @@ def is_rate(v: Any) -> bool:
 POSITIVE = "a positive integer"
 BOOL = "true or false"
 RATE = "a number in (0, 1]"
+PATIENCE = "null (no early stopping) or a positive integer (epochs without a better val_loss)"
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Pretrain:
     batch_size: int = key(POSITIVE, is_positive)
     learning_rate: float = key(RATE, is_rate)
     loss: str = key("a Keras loss name")
+    patience: int | None = key(PATIENCE, is_positive)
     noise_factor: float = key("a non-negative number (0 = no noise)", lambda v: v >= 0)
 
 
@@ -93,6 +95,7 @@ class Classify:
     epochs: int = key(POSITIVE, is_positive)
     batch_size: int = key(POSITIVE, is_positive)
     learning_rate: float = key(RATE, is_rate)
+    patience: int | None = key(PATIENCE, is_positive)
     freeze_encoder: bool = key(BOOL)
     head_units: int = key(POSITIVE, is_positive)
     finetune: bool = key(BOOL)

@@ -38,6 +38,7 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -
             loss=t.loss,
             seed=cfg.seed,
             noise_factor=t.noise_factor,
+            patience=t.patience,
             callbacks=tracking.callbacks("pretrain/"),
         )
         models.save(encoder, staged(p.encoder))
@@ -46,7 +47,8 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -
         tracking.log_artifact(staged(p.pretrain_history))
         tracking.log_model(encoder, "encoder", arrays["x_val"])
         tracking.log_model(autoencoder, "autoencoder", arrays["x_val"])
-    log.info("autoencoder val loss %.5f after %d epochs", history["val_loss"][-1], t.epochs)
+    best = min(history["val_loss"])
+    log.info("autoencoder val loss %.5f (best of %d epochs)", best, len(history["val_loss"]))
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -41,7 +41,8 @@ def training_recipe(classify: Mapping[str, Any], seed: int) -> str:
     """How the classifiers were trained, in words, from the classify config."""
     c = classify
     parts = [
-        f"{c['epochs']} epochs, Adam {c['learning_rate']}, batch {c['batch_size']}, seed {seed}",
+        f"{'at most ' if c['patience'] else ''}{c['epochs']} epochs, Adam {c['learning_rate']}, "
+        f"batch {c['batch_size']}, seed {seed}",
         f"encoder {'frozen' if c['freeze_encoder'] else 'trained with the head'}",
     ]
     if c["finetune"]:
@@ -49,6 +50,9 @@ def training_recipe(classify: Mapping[str, Any], seed: int) -> str:
             f"then fine-tuned {c['finetune_epochs']} epochs from {c['finetune_learning_rate']}, "
             "cosine-decayed"
         )
+    if c["patience"]:
+        parts.append(f"stopped after {c['patience']} epochs without a lower validation loss, "
+                     "best weights kept")  # fmt: skip
     augment = [f"{k} {v}" for k, v in c["augment"].items() if v]
     if augment:
         parts.append(f"random {', '.join(augment)} of the training images")

@@ -25,13 +25,19 @@ def fit(
     loss: str,
     epochs: int,
     batch_size: int,
+    patience: int | None = None,
     initial_epoch: int = 0,
     metrics: list[str] | None = None,
     callbacks: list | None = None,
 ) -> dict[str, list[float]]:
-    """Compile (Adam) and fit; return the history. Ctrl-C or SIGTERM stops after the batch and
-    raises; a NaN or infinite loss stops training with a UserError naming `rate_key`."""
+    """Compile (Adam) and fit; return the history. With `patience`, stop when val_loss has not
+    improved for that many epochs and keep the best weights (epochs is then a maximum). Ctrl-C
+    or SIGTERM stops after the batch and raises; a NaN or infinite loss stops training with a
+    UserError naming `rate_key`."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    stopping = [] if patience is None else [
+        keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+    ]  # fmt: skip
     with stop_on_signal(model):
         history = model.fit(
             x,
@@ -42,7 +48,7 @@ def fit(
             batch_size=batch_size,
             shuffle=True,
             verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+            callbacks=[keras.callbacks.TerminateOnNaN(), *stopping, *(callbacks or [])],
         ).history
     if not np.isfinite(history["loss"][-1]):
         stage = rate_key.split(".")[0]
@@ -74,6 +80,7 @@ def fit_autoencoder(
     loss: str,
     seed: int,
     noise_factor: float = 0.0,
+    patience: int | None = None,
     callbacks: list | None = None,
 ) -> tuple[keras.Model, keras.Model, dict[str, list[float]]]:
     """Return (autoencoder, encoder, history) trained to reconstruct x_train (from noisy inputs
@@ -89,6 +96,7 @@ def fit_autoencoder(
         loss=loss,
         epochs=epochs,
         batch_size=batch_size,
+        patience=patience,
         callbacks=callbacks,
     )
     return autoencoder, encoder, history
@@ -122,6 +130,7 @@ def fit_classifier(
     finetune_epochs: int = 0,
     finetune_learning_rate: float = 1e-4,
     augment: Mapping[str, float] | None = None,
+    patience: int | None = None,
     codes: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: list | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
@@ -141,6 +150,7 @@ def fit_classifier(
         "loss": "sparse_categorical_crossentropy",
         "metrics": ["accuracy"],
         "batch_size": batch_size,
+        "patience": patience,
         "callbacks": callbacks,
     }
     model, x, xv = classifier, x_train, x_val
@@ -157,10 +167,11 @@ def fit_classifier(
         encoder.trainable = True
         steps = -(-len(x_train) // batch_size) * finetune_epochs
         decay = keras.optimizers.schedules.CosineDecay(finetune_learning_rate, steps)  # to 0
+        done = len(history["loss"])  # fewer than epochs when early stopping ended the head's
         more = fit(
             classifier, x_train, y_train, (x_val, y_val), learning_rate=decay,
-            rate_key="classify.finetune_learning_rate", initial_epoch=epochs,
-            epochs=epochs + finetune_epochs, **common,
+            rate_key="classify.finetune_learning_rate", initial_epoch=done,
+            epochs=done + finetune_epochs, **common,
         )  # fmt: skip
         history = {k: v + more[k] for k, v in history.items()}
     return classifier, history

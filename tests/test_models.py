@@ -188,3 +188,14 @@ def test_augmentation_changes_training_inputs_only(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), predicted, rtol=1e-5)
     off = models.build_classifier(encoder, 3, 8, 0.0, True, dict.fromkeys(augment, 0.0))
     assert not [layer for layer in off.layers if layer.name.startswith("augment")]
+
+
+def test_early_stopping_ends_training_and_keeps_the_best_weights(digits):
+    autoencoder, _, history = fit_autoencoder(
+        digits["x_train"], digits["x_val"], model=DENSE, bottleneck=8, epochs=200,
+        batch_size=64, learning_rate=0.05, loss="mse", seed=0, patience=2,
+    )  # fmt: skip
+    losses = history["val_loss"]
+    assert len(losses) < 200 and np.argmin(losses) == len(losses) - 3  # 2 epochs without better
+    kept = autoencoder.evaluate(digits["x_val"], digits["x_val"], verbose=0)
+    assert kept == pytest.approx(min(losses), rel=1e-4)  # the best epoch's weights, not the last
