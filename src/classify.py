@@ -10,6 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src import cli
+from src.files import NO_MEMO, Memo
 from src.runtime import UserError
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,15 @@ def preprocessing_record(arrays: dict[str, np.ndarray]) -> dict[str, list]:
     }
 
 
-def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -> None:
+def run(
+    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path("."), memo: Memo = NO_MEMO
+) -> None:
     """Train the classifier on the encoder under `out` and the PCA baseline; write both, the
-    PCA, the preprocessing record and the history under `out` together."""
+    PCA, the preprocessing record and the history under `out` together. `memo` reuses the
+    encoder's codes and the PCA from earlier runs (src.train)."""
     from src import baselines, data, files, models, tracking, training
 
-    p = cfg.paths
+    p, c = cfg.paths, cfg.classify
     encoder = models.load(out / p.encoder)
     if encoder.output_shape[-1] != cfg.bottleneck:
         raise UserError(
@@ -71,13 +75,24 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -
     settings = head_settings(cfg, len(arrays["class_names"]))
     names = [p.classifier, p.preprocessing, p.pca, p.pca_classifier, p.classify_history]
     with files.outputs(out, names) as staged:
+        codes = None
+        if cfg.classify.label_spreading or training.on_codes(c.freeze_encoder, c.augment):
+            codes = memo(
+                "codes", {"encoder": files.file_md5(out / p.encoder)},
+                lambda: {s: training.encode(encoder, arrays[f"x_{s}"]) for s in ("train", "val")},
+                code=("training.py",),
+            )  # fmt: skip
+            codes = codes["train"], codes["val"]
         callbacks = tracking.callbacks("classify/")
         classifier, history = training.fit_on_labels(  # the autoencoder saw every image
-            encoder, arrays, label_settings(cfg), settings, callbacks=callbacks
+            encoder, arrays, label_settings(cfg), settings, codes, callbacks
         )
         log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
         log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
-        pca = baselines.fit_pca(arrays["x_train"], cfg.bottleneck)
+        pca = memo(
+            "pca", {"bottleneck": cfg.bottleneck},
+            lambda: baselines.fit_pca(arrays["x_train"], cfg.bottleneck), code=("baselines.py",),
+        )  # fmt: skip
         baseline = baselines.fit_pca_classifier(pca, arrays, label_settings(cfg), settings)
         _, pca_val_accuracy = baseline.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
         log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)

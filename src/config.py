@@ -120,6 +120,7 @@ class Evaluate:
 @dataclass
 class Sweep:
     reuse_autoencoder: bool = key(BOOL)
+    reuse_baselines: bool = key(BOOL)
 
 
 @dataclass

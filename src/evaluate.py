@@ -10,6 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src import cli
+from src.files import NO_MEMO, Memo
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ PARAMS = ["bottleneck", "dropout", "seed", "classify", "evaluate", "dataset.name
 
 
 def compare(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, autoencoder: Any, pca: dict
+    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, loaded: dict, memo: Memo
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(metrics, predicted test labels per method) of the classifier and both baselines."""
     from src import baselines, data, metrics, models
@@ -25,13 +26,17 @@ def compare(
     p = cfg.paths
     x_test, y_test = arrays["x_test"], arrays["y_test"]
     scores, predicted = metrics.classifier_metrics(models.load(out / p.classifier), x_test, y_test)
-    x, y = data.labelled(  # the raw baseline gets the classifiers' labels
-        arrays["x_train"], arrays["y_train"], cfg.classify.labels_per_class, cfg.seed
-    )
+    autoencoder, pca, n = loaded["autoencoder"], loaded["pca"], cfg.classify.labels_per_class
+
+    def raw() -> dict[str, np.ndarray]:  # the raw baseline gets the classifiers' labels
+        x, y = data.labelled(arrays["x_train"], arrays["y_train"], n, cfg.seed)
+        return {"predicted": baselines.fit_raw_baseline(x, y).predict(baselines.flat(x_test))}
+
+    labels = {"labels_per_class": n, "seed": cfg.seed if n is not None else None}
     preds = {
         "autoencoder": predicted,
         "pca": models.load(out / p.pca_classifier).predict(x_test, verbose=0).argmax(axis=1),
-        "raw": baselines.fit_raw_baseline(x, y).predict(baselines.flat(x_test)),
+        "raw": memo("raw-baseline", labels, raw, code=("baselines.py", "data.py"))["predicted"],
     }
     accuracy = {name: metrics.accuracy(y_test, pred) for name, pred in preds.items()}
     scores.update(
@@ -50,7 +55,7 @@ def compare(
 
 
 def code_maps(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], autoencoder: Any, pca: dict
+    cfg: DictConfig, arrays: dict[str, np.ndarray], loaded: dict, memo: Memo
 ) -> dict[str, Any]:
     """t-SNE maps of a random subset of the test images' codes (the pretrained encoder's and
     the PCA's), and the k-NN accuracy on each map."""
@@ -59,11 +64,20 @@ def code_maps(
     e = cfg.evaluate
     subset = metrics.tsne_subset(len(arrays["y_test"]), e.tsne_max_samples, cfg.seed)
     x, y = arrays["x_test"][subset], arrays["y_test"][subset]
-    encoder = autoencoder.get_layer("encoder")
+    encoder, pca = loaded["autoencoder"].get_layer("encoder"), loaded["pca"]
+    which = {"max_samples": e.tsne_max_samples, "seed": cfg.seed}
     maps = {
-        "autoencoder": metrics.tsne_map(encoder.predict(x, verbose=0), cfg.seed),
-        "pca": metrics.tsne_map(baselines.pca_codes(pca, x), cfg.seed),
-    }
+        "autoencoder": memo(
+            "tsne-autoencoder", {**which, "autoencoder": loaded["autoencoder_md5"]},
+            lambda: {"map": metrics.tsne_map(encoder.predict(x, verbose=0), cfg.seed)},
+            code=("metrics.py",),
+        )["map"],
+        "pca": memo(
+            "tsne-pca", {**which, "bottleneck": cfg.bottleneck},
+            lambda: {"map": metrics.tsne_map(baselines.pca_codes(pca, x), cfg.seed)},
+            code=("metrics.py", "baselines.py"),
+        )["map"],
+    }  # fmt: skip
     knn = {
         m: metrics.knn_accuracy(points, y, e.knn_neighbors, cfg.seed) for m, points in maps.items()
     }
@@ -111,15 +125,22 @@ def draw(cfg: DictConfig, arrays: dict, out: Path, figures: Path, ev: dict) -> N
     )
 
 
-def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -> dict[str, float]:
+def run(
+    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path("."), memo: Memo = NO_MEMO
+) -> dict[str, float]:
     """Evaluate the classifiers and baselines under `out`; write metrics, tables, figures and
     report under `out` together; log them."""
     from src import baselines, files, metrics, models, report, tracking
 
     p, y_test = cfg.paths, arrays["y_test"]
-    autoencoder, pca = models.load(out / p.autoencoder), baselines.load_pca(out / p.pca)
-    scores, predicted = compare(cfg, arrays, out, autoencoder, pca)
-    maps = code_maps(cfg, arrays, autoencoder, pca)
+    loaded = {
+        "autoencoder": models.load(out / p.autoencoder),
+        "autoencoder_md5": files.file_md5(out / p.autoencoder),
+        "pca": baselines.load_pca(out / p.pca),
+    }
+    scores, predicted = compare(cfg, arrays, out, loaded, memo)
+    maps = code_maps(cfg, arrays, loaded, memo)
+    autoencoder, pca = loaded["autoencoder"], loaded["pca"]
     scores.update(
         latent_knn_accuracy=maps["knn"]["autoencoder"], pca_latent_knn_accuracy=maps["knn"]["pca"]
     )

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import config_hash, select_params, validate
-from src.files import file_md5, write_json
+from src.files import Memo, file_md5, write_json
 from src.runtime import quiet_tensorflow, user_errors
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,11 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
         autoencoder_run_id = pretrain_cached(cfg, arrays, out, data_hash)
         if autoencoder_run_id:
             tracking.set_tags({"autoencoder_run_id": autoencoder_run_id})
-        classify.run(cfg, arrays, out)
-        metrics = evaluate.run(cfg, arrays, out)
+        memo = Memo(Path(cfg.paths.cache) / "shared" if cfg.sweep.reuse_baselines else None,
+                    data=data_hash)  # fmt: skip
+        classify.run(cfg, arrays, out, memo)
+        metrics = evaluate.run(cfg, arrays, out, memo)
+        tracking.set_tags({f"reused.{name}": key for name, key in memo.reused.items()})
         seconds = time.perf_counter() - start
         tracking.log_metrics({"train_seconds": seconds})
         run_id = tracking.active_run_id()

@@ -161,3 +161,29 @@ def test_tables_keep_commas_in_class_names(tmp_path):
                     [names[1], names[1]]]  # fmt: skip
     report.write_per_class(tmp_path / "c.csv", {"autoencoder": [1.0, 0.5]}, names)
     assert list(csv.DictReader((tmp_path / "c.csv").open()))[0]["class"] == names[0]
+
+
+def test_raw_baseline_tolerance_gives_the_fully_converged_models_predictions(digits):
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, x_test = (digits[k].reshape(len(digits[k]), -1) for k in ("x_train", "x_test"))
+    raw = baselines.fit_raw_baseline(digits["x_train"], digits["y_train"])
+    assert raw.get_params()["C"] == 1.0 and raw.n_iter_[0] < raw.max_iter  # converged to tol
+    tight = LogisticRegression(tol=1e-6, max_iter=5000).fit(x_train, digits["y_train"])
+    assert np.mean(raw.predict(x_test) == tight.predict(x_test)) >= 0.98
+    accuracy = [np.mean(m.predict(x_test) == digits["y_test"]) for m in (raw, tight)]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.01
+
+
+def test_tsne_map_is_deterministic_for_a_seed_and_as_good_as_1000_iterations(digits):
+    from sklearn.manifold import TSNE
+
+    x, y = digits["x_test"], digits["y_test"]
+    points = metrics.tsne_map(x, seed=0)
+    np.testing.assert_array_equal(points, metrics.tsne_map(x, seed=0))
+    # (with init="pca" and exact neighbours, scikit-learn's map does not depend on the seed)
+    full = TSNE(2, perplexity=30.0, init="pca", max_iter=1000, random_state=0).fit_transform(
+        x.reshape(len(x), -1).astype(np.float64)
+    )  # the map before: scikit-learn's default iterations and angle
+    knn = [metrics.knn_accuracy(p, y, 5, seed=0) for p in (points, full)]
+    assert knn[0] >= knn[1] - 0.02

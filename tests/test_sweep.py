@@ -59,6 +59,11 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
         assert len({c.data.tags["autoencoder_run_id"] for c in children
                     if c.data.params["bottleneck"] == b}) == 1  # fmt: skip
 
+    # shared work: the raw baseline once for the data, PCA and its t-SNE map once per bottleneck
+    reused = [set(k for k in c.data.tags if k.startswith("reused.")) for c in children]
+    assert sum("reused.raw-baseline" in r for r in reused) == 3
+    assert sum("reused.tsne-pca" in r for r in reused) == 2
+
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
     assert {"summary/summary.csv", "summary/accuracy_heatmap.png"} <= artifacts
     sweep_dir = next(project.glob("multirun/*/*"))
