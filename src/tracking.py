@@ -19,6 +19,11 @@ from src.runtime import UserError, describe, run_status, sigterm_interrupts
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # a sweep's parent run, set by src.sweep
+# The per-epoch metrics are logged asynchronously. Without a buffering time MLflow's logging thread
+# blocks in a 1 s queue.get, and end_run waits for it: up to 1 s idle per run (0.8 s median,
+# benchmarks/log_model.py). With it, the thread waits on the stop event instead, so end_run returns
+# at once; metrics are then written in one batch per second. A value in the environment wins.
+ASYNC_BUFFERING_ENV = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
 
 
 def git_commit() -> str | None:
@@ -50,6 +55,7 @@ def tracking_uri(configured: str) -> str:
 def setup(cfg: DictConfig) -> str:
     """Point MLflow at the store and create the experiment if needed; return the store URI."""
     uri = tracking_uri(cfg.mlflow.tracking_uri)
+    os.environ.setdefault(ASYNC_BUFFERING_ENV, "1")
     mlflow.set_tracking_uri(uri)
     try:
         retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
