@@ -25,7 +25,10 @@ def compare(
 
     p = cfg.paths
     x_test, y_test = arrays["x_test"], arrays["y_test"]
-    scores, predicted = metrics.classifier_metrics(models.load(out / p.classifier), x_test, y_test)
+    classifier = models.load(out / p.classifier)
+    scores, predicted = metrics.classifier_metrics(classifier, x_test, y_test)
+    val_predicted = classifier.predict(arrays["x_val"], verbose=0).argmax(axis=1)
+    scores["val_accuracy"] = metrics.accuracy(arrays["y_val"], val_predicted)  # to choose on
     autoencoder, pca, n = loaded["autoencoder"], loaded["pca"], cfg.classify.labels_per_class
 
     def raw() -> dict[str, np.ndarray]:  # the raw baseline gets the classifiers' labels

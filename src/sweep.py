@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -24,6 +23,7 @@ COLUMNS = [
     "dropout",
     "seed",
     "status",
+    "val_accuracy",
     "test_accuracy",
     "test_loss",
     "test_reconstruction_mse",
@@ -59,14 +59,14 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def table(rows: list[dict[str, Any]]) -> str:
     """A short fixed-width table for the terminal."""
     lines = [
-        f"{'bottleneck':>10} {'dropout':>7} {'seed':>5} {'accuracy':>8} {'loss':>7} "
-        f"{'recon mse':>9} {'seconds':>7}  status"
+        f"{'bottleneck':>10} {'dropout':>7} {'seed':>5} {'val acc':>8} {'test acc':>8} "
+        f"{'loss':>7} {'recon mse':>9} {'seconds':>7}  status"
     ]
     for r in rows:
         if r["status"] == "FINISHED":
             lines.append(
                 f"{r['bottleneck']:>10} {r['dropout']:>7} {r['seed']:>5} "
-                f"{r['test_accuracy']:>8.4f} {r['test_loss']:>7.4f} "
+                f"{r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} {r['test_loss']:>7.4f} "
                 f"{r['test_reconstruction_mse']:>9.5f} {r['train_seconds']:>7.1f}  FINISHED"
             )
         else:
@@ -75,14 +75,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def register_champion(rows: list[dict[str, Any]], model_name: str) -> dict[str, Any] | None:
-    """Register the best point's classifier in the Model Registry with the alias `champion`."""
+    """Register the classifier of the point with the best validation accuracy (never chosen on
+    test accuracy) in the Model Registry with the alias `champion`."""
     import mlflow
     from mlflow import MlflowClient
 
     done = [r for r in rows if r["status"] == "FINISHED" and r.get("run_id")]
     if not done:
         return None
-    best = max(done, key=lambda r: r["test_accuracy"])
+    best = max(done, key=lambda r: r["val_accuracy"])
     client = MlflowClient()
     run = client.get_run(best["run_id"])
     models = client.search_logged_models(
@@ -96,8 +97,10 @@ def register_champion(rows: list[dict[str, Any]], model_name: str) -> dict[str, 
     client.set_registered_model_alias(model_name, "champion", version.version)
     client.set_tag(best["run_id"], "champion", "true")
     log.info(
-        "champion: %s (test accuracy %.4f) registered as %s version %s, alias champion",
+        "champion: %s (validation accuracy %.4f; test %.4f) registered as %s version %s, "
+        "alias champion",
         best["point"],
+        best["val_accuracy"],
         best["test_accuracy"],
         model_name,
         version.version,
@@ -178,12 +181,11 @@ class SweepCallback(Callback):
             for name in ("summary.csv", "accuracy_heatmap.png", "accuracy_vs_bottleneck.png"):
                 if (self.sweep_dir / name).is_file():
                     client.log_artifact(run_id, str(self.sweep_dir / name), "summary")
-            accuracies = [r["test_accuracy"] for r in rows if r["status"] == "FINISHED"]
-            if accuracies:
-                client.log_metric(run_id, "best_test_accuracy", float(np.max(accuracies)))
             best = register_champion(rows, config.mlflow.registered_model_name)
-            if best:
+            if best:  # chosen on validation; its test accuracy is reported, not used
                 client.set_tag(run_id, "champion_run_id", best["run_id"])
+                client.log_metric(run_id, "champion_val_accuracy", best["val_accuracy"])
+                client.log_metric(run_id, "champion_test_accuracy", best["test_accuracy"])
         finally:
             client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
             os.environ.pop(tracking.PARENT_RUN_ENV, None)

@@ -73,7 +73,7 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert all(r["status"] == "FINISHED" and not r["error"] for r in rows)
     assert (sweep_dir / "accuracy_heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
-    best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
+    best = max(children, key=lambda c: c.data.metrics["val_accuracy"])  # chosen on validation
     version = client.get_model_version_by_alias("ae-classify-classifier", "champion")
     assert version.run_id == best.info.run_id
     assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
