@@ -34,6 +34,14 @@ COLUMNS = [
 ]
 
 
+def is_swept(override: str) -> bool:
+    """Whether a command-line override takes several values: a=1,2 or a=range(...)/choice(...)."""
+    value = override.split("=", 1)[-1]
+    return value.startswith(("range(", "choice(", "glob(")) or (
+        "," in value and not value.startswith(("[", "{"))
+    )
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder of the sweep, from its result.json (missing: the job crashed)."""
     rows = []
@@ -116,7 +124,11 @@ class SweepCallback(Callback):
         self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from src import tracking
+
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        swept = [o.split("=", 1)[0] for o in config.hydra.overrides.task if is_swept(o)]
+        os.environ[tracking.SWEPT_KEYS_ENV] = ",".join(swept)
         if not config.mlflow.enabled:
             return
         from mlflow import MlflowClient

@@ -143,6 +143,15 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
     }
 
 
+def point_name(overrides: list[str]) -> str:
+    """A sweep point's run name: the values of the keys the sweep varies (bottleneck=16
+    dropout=0.5), so that the MLflow UI does not cut them off; every override otherwise."""
+    from src import tracking
+
+    swept = os.environ.get(tracking.SWEPT_KEYS_ENV, "").split(",")
+    return " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or ",".join(overrides)
+
+
 def write_result(out: Path, cfg: DictConfig, status: str, **fields) -> None:
     """result.json in the job folder: what src.sweep summarises, with or without MLflow."""
     point = {k: cfg[k] for k in ("bottleneck", "dropout", "seed")}
@@ -153,10 +162,11 @@ def write_result(out: Path, cfg: DictConfig, status: str, **fields) -> None:
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
-    run_name = hc.job.override_dirname or "train"
     sweep = hc.mode == RunMode.MULTIRUN
     with user_errors():
         quiet_tensorflow()
+        run_name = point_name(list(hc.overrides.task)) if sweep else hc.job.override_dirname
+        run_name = run_name or "train"
         try:
             result = train_point(validate(cfg), out, run_name)
         except KeyboardInterrupt:

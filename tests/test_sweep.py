@@ -49,6 +49,10 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4  # two parallel jobs on one SQLite file lost no run
     assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.info.run_name for c in children} == {  # the swept values only, not TINY's keys
+        "bottleneck=4 dropout=0.0", "bottleneck=4 dropout=0.5",
+        "bottleneck=8 dropout=0.0", "bottleneck=8 dropout=0.5",
+    }  # fmt: skip
     assert {(c.data.params["bottleneck"], c.data.params["dropout"]) for c in children} == {
         ("4", "0.0"), ("4", "0.5"), ("8", "0.0"), ("8", "0.5"),
     }  # fmt: skip
@@ -251,3 +255,14 @@ def test_interrupted_sweep_ends_its_parent_run_killed(tmp_path):
     run = MlflowClient().get_run(parent)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("interrupted")
     assert tracking.PARENT_RUN_ENV not in os.environ
+
+
+@pytest.mark.parametrize(
+    "override, swept",
+    [("bottleneck=4,8", True), ("dropout=range(0,1,0.5)", True), ("model.hidden=[64,32]", False),
+     ("bottleneck=4", False), ("dataset.class_names=[a,b]", False)],
+)  # fmt: skip
+def test_is_swept_tells_sweeps_from_lists(override, swept):
+    from src import sweep
+
+    assert sweep.is_swept(override) is swept
