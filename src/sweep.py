@@ -133,8 +133,6 @@ class SweepCallback(Callback):
             return
         from mlflow import MlflowClient
 
-        from src import tracking
-
         tracking.setup(config)  # creates the store and experiment once, before any job starts
         client = MlflowClient()
         experiment = client.get_experiment_by_name(config.mlflow.experiment_name)
@@ -145,6 +143,9 @@ class SweepCallback(Callback):
             tags={"sweep": "parent", "sweep_dir": str(self.sweep_dir)},
         )
         self.parent_run_id = run.info.run_id
+        for override in config.hydra.overrides.task:  # the sweep's grid and fixed settings
+            key, _, value = override.partition("=")
+            client.log_param(self.parent_run_id, key.lstrip("+~"), value)
         os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
         atexit.register(self.end_unfinished)  # Ctrl-C or SIGTERM: on_multirun_end never comes
         log.info("sweep parent run %s (%s)", self.parent_run_id, name)

@@ -46,6 +46,7 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     assert parent.info.run_name == "bottleneck=4,8 dropout=0.0,0.5 " + " ".join(TINY)
+    assert parent.data.params["bottleneck"] == "4,8" and parent.data.params["dropout"] == "0.0,0.5"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4  # two parallel jobs on one SQLite file lost no run
     assert all(c.info.status == "FINISHED" for c in children)
@@ -137,7 +138,7 @@ def test_failed_point_does_not_stop_the_sweep(project):
     assert runs["4"].info.status == "FINISHED" and "test_accuracy" in runs["4"].data.metrics
     assert runs["100"].info.status == "FAILED"
     assert "larger than the 64 input pixels" in runs["100"].data.tags["error"]
-    parent = runs[None]  # the parent run has no params
+    parent = runs["4,100"]  # the parent run: the sweep's values as params
     assert parent.info.status == "FAILED"
     jobs = sorted(project.glob("multirun/*/*/[0-9]"))
     results = [json.loads((j / "result.json").read_text()) for j in jobs]
