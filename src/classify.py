@@ -65,18 +65,18 @@ def run(
     encoder's codes and the PCA from earlier runs (src.train)."""
     from src import baselines, data, files, models, tracking, training
 
-    p, c = cfg.paths, cfg.classify
+    p = cfg.paths
     encoder = models.load(out / p.encoder)
     if encoder.output_shape[-1] != cfg.bottleneck:
         raise UserError(
             f"encoder {out / p.encoder} has {encoder.output_shape[-1]} "
             f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
         )
-    settings = head_settings(cfg, len(arrays["class_names"]))
+    settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
     names = [p.classifier, p.preprocessing, p.pca, p.pca_classifier, p.classify_history]
     with files.outputs(out, names) as staged:
         codes = None
-        if cfg.classify.label_spreading or training.on_codes(c.freeze_encoder, c.augment):
+        if training.needs_codes(labels, settings):
             codes = memo(
                 "codes", {"encoder": files.file_md5(out / p.encoder)},
                 lambda: {s: training.encode(encoder, arrays[f"x_{s}"]) for s in ("train", "val")},
@@ -85,7 +85,7 @@ def run(
             codes = codes["train"], codes["val"]
         callbacks = tracking.callbacks("classify/")
         classifier, history = training.fit_on_labels(  # the autoencoder saw every image
-            encoder, arrays, label_settings(cfg), settings, codes, callbacks
+            encoder, arrays, labels, settings, codes, callbacks
         )
         log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
         log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
@@ -93,7 +93,7 @@ def run(
             "pca", {"bottleneck": cfg.bottleneck},
             lambda: baselines.fit_pca(arrays["x_train"], cfg.bottleneck), code=("baselines.py",),
         )  # fmt: skip
-        baseline = baselines.fit_pca_classifier(pca, arrays, label_settings(cfg), settings)
+        baseline = baselines.fit_pca_classifier(pca, arrays, labels, settings)
         _, pca_val_accuracy = baseline.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
         log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)
 

@@ -108,6 +108,13 @@ def on_codes(freeze_encoder: bool, augment: Mapping[str, float] | None) -> bool:
     return freeze_encoder and not any((augment or {}).values())
 
 
+def needs_codes(labels: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """Whether fit_on_labels uses the encoder's codes of x_train and x_val: to spread labels
+    over them, or to train the head on them."""
+    spreads = labels["label_spreading"] and labels["labels_per_class"] is not None
+    return spreads or on_codes(settings["freeze_encoder"], settings["augment"])
+
+
 def encode(encoder: keras.Model, x: np.ndarray) -> np.ndarray:
     return encoder.predict(x, batch_size=1024, verbose=0)
 
@@ -188,8 +195,7 @@ def fit_on_labels(
     """fit_classifier on the training labels `labels` allows (training_labels' settings): all,
     a few, or spread from those over the codes. `codes`: the encoder's codes of x_train and
     x_val when known, used for spreading and for a head on codes."""
-    spreads = labels["label_spreading"] and labels["labels_per_class"] is not None
-    if codes is None and (spreads or on_codes(settings["freeze_encoder"], settings["augment"])):
+    if codes is None and needs_codes(labels, settings):
         codes = encode(encoder, arrays["x_train"]), encode(encoder, arrays["x_val"])
     train_codes = codes[0] if codes is not None else None
     index, y = training_labels(train_codes, arrays["y_train"], **labels)
