@@ -7,11 +7,24 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from src import data, models
 from src.runtime import UserError, stop_on_signal
 
 log = logging.getLogger(__name__)
+
+STEPS_PER_EXECUTION = 16  # train steps per tf.function call: less Python per step
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+    """The arrays as one tf.data pipeline, reshuffled every epoch. Keras' own path for numpy
+    input rebuilds its pipeline every epoch, which costs more than a small head's epoch
+    (benchmarks/README.md, "Per-epoch cost")."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(len(x), reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def fit(
@@ -34,19 +47,22 @@ def fit(
     improved for that many epochs and keep the best weights (epochs is then a maximum). Ctrl-C
     or SIGTERM stops after the batch and raises; a NaN or infinite loss stops training with a
     UserError naming `rate_key`."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=metrics,
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
     stopping = [] if patience is None else [
         keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
     ]  # fmt: skip
     with stop_on_signal(model):
         history = model.fit(
-            x,
-            y,
-            validation_data=validation_data,
+            batches(x, y, batch_size, shuffle=True),
+            validation_data=batches(*validation_data, batch_size, shuffle=False),
             initial_epoch=initial_epoch,
             epochs=epochs,
-            batch_size=batch_size,
-            shuffle=True,
+            shuffle=False,  # the pipeline shuffles
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[keras.callbacks.TerminateOnNaN(), *stopping, *(callbacks or [])],
         ).history
