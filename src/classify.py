@@ -63,7 +63,7 @@ def run(
     """Train the classifier on the encoder under `out` and the PCA baseline; write both, the
     PCA, the preprocessing record and the history under `out` together. `memo` reuses the
     encoder's codes and the PCA from earlier runs (src.train)."""
-    from src import baselines, data, files, models, tracking, training
+    from src import baselines, data, files, models, serving, tracking, training
 
     p = cfg.paths
     encoder = models.load(out / p.encoder)
@@ -104,7 +104,7 @@ def run(
         models.save(baseline, staged(p.pca_classifier))
         data.save_history(history, staged(p.classify_history))
         tracking.log_artifact(staged(p.classify_history))
-        tracking.log_model(classifier, "classifier", arrays["x_val"], {"preprocessing": record})
+        serving.log_classifier(classifier, record, arrays["x_val"])  # serves raw pixels
         tracking.log_metrics({"pca_val_accuracy": pca_val_accuracy})
 
 

@@ -121,6 +121,7 @@ class Evaluate:
 class Sweep:
     reuse_autoencoder: bool = key(BOOL)
     reuse_baselines: bool = key(BOOL)
+    resume: bool = key(BOOL)
 
 
 @dataclass

@@ -132,24 +132,33 @@ def reconstructions(
     _save(fig, path)
 
 
-def _grid(rows: list[dict]) -> tuple[list, list, np.ndarray, np.ndarray]:
-    """Mean and std of test accuracy over seeds, on a dropout x bottleneck grid."""
-    bottlenecks = sorted({r["bottleneck"] for r in rows})
-    dropouts = sorted({r["dropout"] for r in rows})
+def _grid(points: list[dict]) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """Mean test accuracy and its 95 % interval's half-width (NaN for one seed) per point
+    (src.stats.by_point), on a dropout x bottleneck grid."""
+    bottlenecks = sorted({p["bottleneck"] for p in points})
+    dropouts = sorted({p["dropout"] for p in points})
     mean = np.full((len(dropouts), len(bottlenecks)), np.nan)
-    std = np.full_like(mean, np.nan)
-    for i, d in enumerate(dropouts):
-        for j, b in enumerate(bottlenecks):
-            acc = [r["test_accuracy"] for r in rows if r["bottleneck"] == b and r["dropout"] == d]
-            if acc:
-                mean[i, j], std[i, j] = np.mean(acc), np.std(acc)
-    return bottlenecks, dropouts, mean, std
+    half = np.full_like(mean, np.nan)
+    for p in points:
+        i, j = dropouts.index(p["dropout"]), bottlenecks.index(p["bottleneck"])
+        mean[i, j] = p["test_accuracy_mean"]
+        half[i, j] = p["test_accuracy_ci_high"] - p["test_accuracy_mean"]
+    return bottlenecks, dropouts, mean, half
 
 
-def sweep_heatmap(rows: list[dict], path: str | Path) -> None:
-    """Test accuracy over bottleneck x dropout (mean ± std over seeds when seeds repeat)."""
-    bottlenecks, dropouts, mean, std = _grid(rows)
-    n_seeds = len({r["seed"] for r in rows})
+def _seeds(points: list[dict]) -> str:
+    n = sorted({p["n"] for p in points})
+    if n == [1]:
+        return "one seed: no interval"
+    return f"mean ± 95 % CI over {'/'.join(map(str, n))} seeds"
+
+
+def sweep_heatmap(points: list[dict], path: str | Path) -> None:
+    """Test accuracy over bottleneck x dropout (mean ± 95 % CI over seeds); the best point,
+    chosen on mean validation accuracy (points[0]), outlined."""
+    from matplotlib.patches import Rectangle
+
+    bottlenecks, dropouts, mean, half = _grid(points)
     fig = Figure(figsize=(1.6 * len(bottlenecks) + 2.5, 0.9 * len(dropouts) + 2))
     ax = fig.subplots()
     image = ax.imshow(mean, cmap="viridis", aspect="auto", origin="lower")
@@ -157,28 +166,34 @@ def sweep_heatmap(rows: list[dict], path: str | Path) -> None:
     for i in range(len(dropouts)):
         for j in range(len(bottlenecks)):
             if np.isfinite(mean[i, j]):
-                text = f"{mean[i, j]:.3f}" + (f"\n± {std[i, j]:.3f}" if n_seeds > 1 else "")
+                text = f"{mean[i, j]:.3f}" + (
+                    f"\n± {half[i, j]:.3f}" if np.isfinite(half[i, j]) else ""
+                )
                 ax.text(j, i, text, ha="center", va="center", color="white", fontsize=9)
+    best = points[0]
+    i, j = dropouts.index(best["dropout"]), bottlenecks.index(best["bottleneck"])
+    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_xticks(range(len(bottlenecks)), [str(b) for b in bottlenecks])
     ax.set_yticks(range(len(dropouts)), [str(d) for d in dropouts])
-    seeds = f" (mean ± std over {n_seeds} seeds)" if n_seeds > 1 else ""
-    ax.set(xlabel="bottleneck units", ylabel="dropout", title=f"Test accuracy{seeds}")
+    title = f"Test accuracy ({_seeds(points)})\nred: best mean validation accuracy"
+    ax.set(xlabel="bottleneck units", ylabel="dropout", title=title)
     _save(fig, path)
 
 
-def sweep_lines(rows: list[dict], path: str | Path) -> None:
-    """Test accuracy against bottleneck size, one line per dropout rate."""
-    bottlenecks, dropouts, mean, std = _grid(rows)
+def sweep_lines(points: list[dict], path: str | Path) -> None:
+    """Test accuracy against bottleneck size, one line per dropout rate (95 % CI bars)."""
+    bottlenecks, dropouts, mean, half = _grid(points)
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for i, d in enumerate(dropouts):
-        ax.errorbar(bottlenecks, mean[i], yerr=std[i], marker="o", capsize=3, label=f"{d}")
+        ax.errorbar(bottlenecks, mean[i], yerr=np.nan_to_num(half[i]), marker="o", capsize=3,
+                    label=f"{d}")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(bottlenecks, [str(b) for b in bottlenecks])
     ax.set(
         xlabel="bottleneck units",
         ylabel="test accuracy",
-        title="Test accuracy against bottleneck size",
+        title=f"Test accuracy against bottleneck size ({_seeds(points)})",
     )
     ax.legend(title="dropout")
     _save(fig, path)

@@ -4,7 +4,8 @@ python -m src.predict model=<path.keras | models:/name@champion | runs:/...> inp
 
 Preprocessing is the training code (`src.data.scale` with the pixel range recorded with the
 model, resizing to the model's input size, grey or RGB as the model expects), and the record
-travels with the model: a JSON file beside the .keras file, and the MLflow model's metadata.
+travels with the model: a JSON file beside the .keras file, and inside the MLflow model (a
+src.serving pyfunc for raw pixels; this applies the Keras model it wraps).
 """
 
 import json
@@ -41,7 +42,7 @@ def load_predictor(ref: str, tracking_uri: str | None = None) -> tuple[Any, dict
             mlflow.set_tracking_uri(tracking_uri)
         try:
             info = mlflow.models.get_model_info(ref)
-            model = mlflow.tensorflow.load_model(ref)
+            model = mlflow.pyfunc.load_model(ref).unwrap_python_model().model  # serving.Classifier
         except Exception as e:
             reason = str(e).strip().splitlines()[0]
             raise UserError(f"model={ref} cannot be loaded from MLflow ({reason})") from None
@@ -60,7 +61,7 @@ def read_inputs(source: str, record: dict) -> tuple[list[str], np.ndarray]:
     """Names and preprocessed images (n, h, w, c) in [0, 1], shaped as the model expects."""
     import keras
 
-    from src import data
+    from src import data, serving
 
     path = Path(source)
     h, w, c = record["image_shape"]
@@ -69,16 +70,8 @@ def read_inputs(source: str, record: dict) -> tuple[list[str], np.ndarray]:
         key = next((k for k in ("x", "x_test", "images") if k in arrays), None)
         if key is None:
             raise UserError(f"input={source} has no array x, x_test or images")
-        x = arrays[key]
-        x = x[..., None] if x.ndim == 3 else x
-        if x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise UserError(f"input={source}: images must be (n, h, w) or (n, h, w, 1|3)")
-        x = data.scale(x, *record["pixel_range"])
-        if x.shape[-1] != c:  # grey <-> RGB, as the model expects
-            x = x.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(x, 3, axis=-1)
-        if x.shape[1:3] != (h, w):
-            x = np.asarray(keras.ops.image.resize(x, (h, w)))
-        return [f"{source}[{i}]" for i in range(len(x))], x.astype(np.float32)
+        x = serving.preprocess(arrays[key], record, f"input={source}")  # as the served model
+        return [f"{source}[{i}]" for i in range(len(x))], x
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
         path.is_dir()) else [path]  # fmt: skip
     if not files or not all(p.is_file() for p in files):

@@ -25,6 +25,8 @@ SWEPT_KEYS_ENV = "AE_CLASSIFY_SWEPT_KEYS"  # the keys a sweep varies: its child 
 # benchmarks/log_model.py). With it, the thread waits on the stop event instead, so end_run returns
 # at once; metrics are then written in one batch per second. A value in the environment wins.
 ASYNC_BUFFERING_ENV = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
+# The experiment tag MLflow 3's UI reads to open an experiment in its model-training view
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def git_commit() -> str | None:
@@ -59,7 +61,9 @@ def setup(cfg: DictConfig) -> str:
     os.environ.setdefault(ASYNC_BUFFERING_ENV, "1")
     mlflow.set_tracking_uri(uri)
     try:
-        retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
+        experiment = retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
+        if EXPERIMENT_KIND[0] not in experiment.tags:  # else MLflow 3's UI may guess GenAI
+            retry_locked(mlflow.set_experiment_tag, *EXPERIMENT_KIND)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({reason})") from None
@@ -137,13 +141,51 @@ def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> N
         mlflow.log_artifact(str(path), artifact_path)
 
 
+def log_dataset(x: np.ndarray, y: np.ndarray, name: str, digest: str, source: str) -> None:
+    """The prepared training split as the run's input: the Dataset column of the MLflow UI."""
+    if mlflow.active_run():
+        dataset = mlflow.data.from_numpy(x, source=source, targets=y, name=name, digest=digest)
+        mlflow.log_input(dataset, context="training")
+
+
+def log_dict(values: dict, artifact_file: str) -> None:
+    if mlflow.active_run():
+        mlflow.log_dict(values, artifact_file)
+
+
+def finished_child(parent_run_id: str, point_key: str) -> str | None:
+    """The id of a FINISHED child run of `parent_run_id` tagged with `point_key`, if any."""
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' AND "
+        f"tags.point_key = '{point_key}' AND attributes.status = 'FINISHED'",
+        output_format="list",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def load_dict(run_id: str, artifact_file: str) -> dict:
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
+
+
+def pip_requirements() -> list[str]:
+    """What a logged model needs besides MLflow, pinned to the versions here."""
+    import tensorflow as tf
+
+    return [
+        f"tensorflow=={tf.__version__}",
+        f"keras=={keras.__version__}",
+        f"numpy=={np.__version__}",
+    ]
+
+
 def log_model(
     model: keras.Model, name: str, x_example: np.ndarray, metadata: dict | None = None
 ) -> None:
     """Log a Keras model with a signature, an input example and explicit pip requirements."""
     if not mlflow.active_run():
         return
-    import tensorflow as tf
     from mlflow.models import infer_signature
 
     x_example = x_example[:5]
@@ -157,9 +199,5 @@ def log_model(
         signature=signature,
         input_example=x_example,
         metadata=metadata,
-        pip_requirements=[
-            f"tensorflow=={tf.__version__}",
-            f"keras=={keras.__version__}",
-            f"numpy=={np.__version__}",
-        ],
+        pip_requirements=pip_requirements(),
     )

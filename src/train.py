@@ -110,8 +110,16 @@ def pretrain_cached(cfg: DictConfig, arrays: dict, out: Path, data_hash: str) ->
         return trained_by
 
 
+def point_key(cfg: DictConfig, data_hash: str) -> str:
+    """What makes a sweep point the same point again: its resolved config, data and code."""
+    code = [file_md5(f) for f in sorted(SRC.glob("*.py"))]
+    inputs = {"config": config_hash(cfg), "data_hash": data_hash, "code": code}
+    return config_hash(OmegaConf.create(inputs))
+
+
 def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
-    """Run one point of the experiment; return its result (metrics, run ids, time)."""
+    """Run one point of the experiment; return its result (metrics, run ids, time). In a
+    resumed sweep, a point that already FINISHED under the parent run returns its result."""
     import keras
 
     from src import classify, evaluate, tracking
@@ -120,10 +128,16 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
     start = time.perf_counter()
     arrays, data_path = prepared_data(cfg)
     data_hash = file_md5(data_path)
-    tags = {"stage": "train", "data_hash": data_hash, "output_dir": str(out)}
+    key = point_key(cfg, data_hash)
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
+    if parent and cfg.sweep.resume and (done := tracking.finished_child(parent, key)):
+        log.info("%s FINISHED before in run %s: reused, not trained again", run_name, done)
+        return tracking.load_dict(done, "result.json")
+    tags = {"stage": "train", "data_hash": data_hash, "output_dir": str(out), "point_key": key}
     params = select_params(cfg, PARAMS)
     with tracking.start_run(cfg, run_name, params, tags, parent_run_id=parent):
+        tracking.log_dataset(arrays["x_train"], arrays["y_train"], f"{cfg.dataset.name}-train",
+                             data_hash[:12], str(data_path.resolve()))  # fmt: skip
         autoencoder_run_id = pretrain_cached(cfg, arrays, out, data_hash)
         if autoencoder_run_id:
             tracking.set_tags({"autoencoder_run_id": autoencoder_run_id})
@@ -134,22 +148,32 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
         tracking.set_tags({f"reused.{name}": key for name, key in memo.reused.items()})
         seconds = time.perf_counter() - start
         tracking.log_metrics({"train_seconds": seconds})
-        run_id = tracking.active_run_id()
-    return {
-        **metrics,
-        "train_seconds": seconds,
-        "run_id": run_id,
-        "autoencoder_run_id": autoencoder_run_id,
-    }
+        result = {
+            **metrics,
+            "train_seconds": seconds,
+            "run_id": tracking.active_run_id(),
+            "autoencoder_run_id": autoencoder_run_id,
+            "data_hash": data_hash,
+        }
+        tracking.log_dict(result, "result.json")  # what a resumed sweep reads back
+    return result
+
+
+SHORT_NAMES = {"bottleneck": "b", "dropout": "d", "seed": "s"}
 
 
 def point_name(overrides: list[str]) -> str:
-    """A sweep point's run name: the values of the keys the sweep varies (bottleneck=16
-    dropout=0.5), so that the MLflow UI does not cut them off; every override otherwise."""
+    """A sweep point's run name: the values of the keys the sweep varies, short enough for the
+    MLflow UI's run column (b16-d0.5-s1); every override when the sweep varies none."""
     from src import tracking
 
     swept = os.environ.get(tracking.SWEPT_KEYS_ENV, "").split(",")
-    return " ".join(o for o in overrides if o.split("=", 1)[0] in swept) or ",".join(overrides)
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in swept:
+            parts.append(SHORT_NAMES[key] + value if key in SHORT_NAMES else f"{key}={value}")
+    return "-".join(parts) or ",".join(overrides)
 
 
 def write_result(out: Path, cfg: DictConfig, status: str, **fields) -> None:

@@ -84,8 +84,13 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     uri = next(m.model_uri for m in logged if m.name == "classifier")
-    served = mlflow.pyfunc.load_model(uri)  # the logged model loads and predicts as saved
-    np.testing.assert_allclose(served.predict(x), classifier.predict(x, verbose=0), atol=1e-5)
+    lo, hi = np.load(project / "data/prepared.npz")["pixel_range"]
+    raw = (x[..., 0] * (hi - lo) + lo).astype(np.float64)  # (3, 8, 8), 0..16 as load_digits'
+    served = mlflow.pyfunc.load_model(uri).predict(raw)  # takes raw pixels, scales them itself
+    expected = classifier.predict(x, verbose=0)
+    assert served["class"].tolist() == expected.argmax(1).tolist()
+    assert served["class_name"].tolist() == [str(k) for k in expected.argmax(1)]
+    np.testing.assert_allclose(np.stack(served["probabilities"]), expected, atol=1e-5)
 
 
 @pytest.mark.slow

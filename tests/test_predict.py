@@ -65,14 +65,20 @@ def test_folder_of_png_images_is_resized_and_scaled(trained):
 
 
 def test_mlflow_model_uri_carries_the_record(trained):
+    from src import models
+
     client = MlflowClient(tracking_uri=f"sqlite:///{trained / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ae-classify")
     model = next(m for m in client.search_logged_models([exp.experiment_id])
                  if m.name == "classifier")  # fmt: skip
-    np.savez(trained / "few.npz", x=np.load(trained / "data/prepared.npz")["x_test"][:5] * 16)
+    x = np.load(trained / "data/prepared.npz")["x_test"][:5]
+    np.savez(trained / "few.npz", x=x * 16)
     run_cli(trained, "-m", "src.predict", f"model={model.model_uri}", "input=few.npz",
             "output=uri.csv")  # fmt: skip
-    assert len(_rows(trained / "uri.csv")) == 5
+    rows = _rows(trained / "uri.csv")  # the Keras model inside the served pyfunc, as the .keras
+    expected = models.load(trained / "models/classifier.keras").predict(x, verbose=0)
+    assert [int(r["class"]) for r in rows] == expected.argmax(1).tolist()
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], expected.max(1), atol=1e-5)
 
 
 def test_model_without_record_and_bad_input_are_refused(trained):

@@ -110,4 +110,4 @@ def test_parallel_sweep_logs_everything_to_the_server(project, tracking_server):
     assert "summary/summary.csv" in summary
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
     assert sum(m.name == "classifier" for m in models) == 2
-    assert client.get_model_version_by_alias("ae-classify-classifier", "champion")
+    assert client.get_model_version_by_alias("ae-classify-digits", "champion")

@@ -51,12 +51,16 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert len(children) == 4  # two parallel jobs on one SQLite file lost no run
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.info.run_name for c in children} == {  # the swept values only, not TINY's keys
-        "bottleneck=4 dropout=0.0", "bottleneck=4 dropout=0.5",
-        "bottleneck=8 dropout=0.0", "bottleneck=8 dropout=0.5",
+        "b4-d0.0", "b4-d0.5", "b8-d0.0", "b8-d0.5",
     }  # fmt: skip
     assert {(c.data.params["bottleneck"], c.data.params["dropout"]) for c in children} == {
         ("4", "0.0"), ("4", "0.5"), ("8", "0.0"), ("8", "0.5"),
     }  # fmt: skip
+    experiment = client.get_experiment_by_name("ae-classify")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI
+    inputs = client.get_run(children[0].info.run_id).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["digits-train"]
+    assert inputs[0].dataset.digest == children[0].data.tags["data_hash"][:12]
     # each autoencoder trained once (by one child), reused by the other child with its bottleneck
     trained_by = {c.data.tags["autoencoder_run_id"] for c in children}
     assert len(trained_by) == 2 and trained_by <= {c.info.run_id for c in children}
@@ -79,7 +83,7 @@ def test_joblib_sweep_parent_children_reuse_summary_and_champion(swept):
     assert (sweep_dir / "accuracy_heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
     best = max(children, key=lambda c: c.data.metrics["val_accuracy"])  # chosen on validation
-    version = client.get_model_version_by_alias("ae-classify-classifier", "champion")
+    version = client.get_model_version_by_alias("ae-classify-digits", "champion")
     assert version.run_id == best.info.run_id
     assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
 
@@ -90,17 +94,20 @@ def test_champion_serves_over_http(swept):
     from src import models
 
     client = mlflow_client(swept)
-    champion = client.get_model_version_by_alias("ae-classify-classifier", "champion")
+    champion = client.get_model_version_by_alias("ae-classify-digits", "champion")
     job = Path(client.get_run(champion.run_id).data.tags["output_dir"])
     local = models.load(job / "models/classifier.keras")
-    x = np.load(next(swept.glob(".cache/prepared-*.npz")))["x_test"][:16]
+    prepared = np.load(next(swept.glob(".cache/prepared-*.npz")))
+    x = prepared["x_test"][:16]
+    lo, hi = prepared["pixel_range"]
+    raw = x[..., 0] * (hi - lo) + lo  # raw pixels, (16, 8, 8) in 0..16, as load_digits gives them
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{swept / 'mlflow.db'}"}
     # mlflow execs `uvicorn` by name: find it beside this Python even in a venv not activated
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-           "models:/ae-classify-classifier@champion", "--env-manager", "local",
+           "models:/ae-classify-digits@champion", "--env-manager", "local",
            "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
     server = subprocess.Popen(cmd, cwd=swept, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
@@ -114,7 +121,7 @@ def test_champion_serves_over_http(swept):
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 time.sleep(0.5)
         request = urllib.request.Request(
-            f"{url}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
+            f"{url}/invocations", data=json.dumps({"inputs": raw.tolist()}).encode(),
             headers={"Content-Type": "application/json"},
         )  # fmt: skip
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
@@ -122,9 +129,8 @@ def test_champion_serves_over_http(swept):
         with contextlib.suppress(ProcessLookupError):  # the server's group may be gone already
             os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    served = np.array(answer["predictions"])
-    assert served.shape == (16, 10)
-    np.testing.assert_array_equal(served.argmax(1), local.predict(x, verbose=0).argmax(1))
+    served = answer["predictions"]  # one {class, class_name, probabilities} per image
+    assert [p["class"] for p in served] == local.predict(x, verbose=0).argmax(1).tolist()
 
 
 @pytest.mark.e2e
@@ -267,3 +273,148 @@ def test_is_swept_tells_sweeps_from_lists(override, swept):
     from src import sweep
 
     assert sweep.is_swept(override) is swept
+
+
+def _row(bottleneck, dropout, seed, val, test):
+    return {"status": "FINISHED", "bottleneck": bottleneck, "dropout": dropout, "seed": seed,
+            "val_accuracy": val, "test_accuracy": test}  # fmt: skip
+
+
+def test_points_over_seeds_rank_on_validation_with_t_intervals():
+    from scipy import stats as scipy_stats
+
+    from src import stats, sweep
+
+    rows = [
+        _row(8, 0.0, s, v, t) for s, v, t in [(0, 0.90, 0.99), (1, 0.91, 0.98), (2, 0.92, 0.97)]
+    ]
+    rows += [
+        _row(32, 0.5, s, v, t) for s, v, t in [(0, 0.95, 0.90), (1, 0.96, 0.91), (2, 0.94, 0.93)]
+    ]
+    rows.append({"status": "FAILED", "bottleneck": 32, "dropout": 0.5, "seed": 3})
+    points, comparison = sweep.summarize(rows)
+    best, other = points
+    assert (best["bottleneck"], best["n"], best["seeds"]) == (32, 3, "0 1 2")  # not test acc
+    half = scipy_stats.t.ppf(0.975, 2) * np.std([0.95, 0.96, 0.94], ddof=1) / np.sqrt(3)
+    assert best["val_accuracy_ci_high"] - best["val_accuracy_mean"] == pytest.approx(half)
+    assert best["val_accuracy_ci_low"] < 0.95 < best["val_accuracy_ci_high"]
+    expected = scipy_stats.ttest_rel([0.90, 0.91, 0.93], [0.99, 0.98, 0.97]).pvalue
+    assert comparison == pytest.approx(
+        {"metric": "test_accuracy", "n": 3, "difference": -0.0667, "p_value": expected}, abs=1e-4
+    )
+    text = sweep.points_table(points, comparison)
+    assert "on 3 paired seeds: test accuracy -0.0667, paired t-test p = " in text
+    assert text.splitlines()[1].startswith("*         32")
+    assert stats.interval([0.9])[0] == 0.9 and np.isnan(stats.interval([0.9])[1])
+
+
+def test_one_seed_says_no_interval_is_possible():
+    from src import sweep
+
+    points, comparison = sweep.summarize([_row(8, 0.0, 0, 0.9, 0.9), _row(16, 0.0, 0, 0.8, 0.95)])
+    assert points[0]["bottleneck"] == 8 and np.isnan(points[0]["val_accuracy_ci_low"])
+    assert "one seed per point: no confidence interval" in sweep.points_table(points, comparison)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A project after a 2 x 2 x 3-seed sweep (basic launcher)."""
+    project = copy_project(tmp_path_factory.mktemp("seeded"))
+    proc = run_cli(project, "-m", "src.train", "bottleneck=4,8", "dropout=0.0,0.5", "seed=0,1,2",
+                   *TINY, "-m")  # fmt: skip
+    return project, proc
+
+
+@pytest.mark.e2e
+def test_seeded_sweep_summary_ci_p_value_and_a_champion_that_stays(seeded):
+    project, proc = seeded
+    sweep_dir = next(project.glob("multirun/*/*"))
+    points = list(csv.DictReader((sweep_dir / "points.csv").open()))
+    assert len(points) == 4 and all(p["n"] == "3" for p in points)
+    for p in points:
+        assert float(p["val_accuracy_ci_low"]) <= float(p["val_accuracy_mean"])
+        assert float(p["val_accuracy_mean"]) <= float(p["val_accuracy_ci_high"])
+    means = [float(p["val_accuracy_mean"]) for p in points]
+    assert means == sorted(means, reverse=True)  # best mean validation accuracy first
+    log = proc.stdout + proc.stderr
+    assert "paired seeds: test accuracy" in log and "paired t-test p" in log
+
+    client = mlflow_client(project)
+    runs = _runs(client)
+    parent = next(r for r in runs if r.data.tags.get("sweep") == "parent")
+    assert parent.data.metrics["best_n_seeds"] == 3
+    assert parent.data.metrics["best_val_accuracy_mean"] == pytest.approx(means[0])
+    assert "paired seeds" in parent.data.tags["best_vs_runner_up"]
+    top = points[0]
+    best_runs = [r for r in runs if r.data.params.get("bottleneck") == top["bottleneck"]
+                 and r.data.params.get("dropout") == top["dropout"]]  # fmt: skip
+    best = max(best_runs, key=lambda r: r.data.metrics["val_accuracy"])
+    champion = client.get_model_version_by_alias("ae-classify-digits", "champion")
+    assert champion.run_id == best.info.run_id
+    assert f"validation accuracy {best.data.metrics['val_accuracy']:.4f}" in champion.description
+
+    # a worse sweep on the same prepared data (the champion's seed) leaves the alias in place
+    seed = best.data.params["seed"]
+    again = run_cli(project, "-m", "src.train", "bottleneck=4", "dropout=0.0", f"seed={seed}",
+                    "pretrain.epochs=1", "classify.epochs=1", "classify.learning_rate=1e-6",
+                    "-m")  # fmt: skip
+    assert "champion of ae-classify-digits stays" in again.stdout + again.stderr
+    assert client.get_model_version_by_alias("ae-classify-digits", "champion").version == (
+        champion.version
+    )
+    tagged = [r for r in _runs(client) if r.data.tags.get("champion") == "true"]
+    assert [r.info.run_id for r in tagged] == [best.info.run_id]
+
+
+@pytest.mark.e2e
+def test_sweep_killed_with_sigkill_resumes_under_its_parent(project):
+    """kill -9 during the third point; the same command again trains only what is missing."""
+    args = ["-m", "src.train", "bottleneck=4,8", "dropout=0.0,0.5", *TINY, "-m"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    proc = subprocess.Popen([sys.executable, *args], cwd=project, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(1200):  # Hydra makes the third job's folder as the point starts
+            if list(project.glob("multirun/*/*/2/.hydra")) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    client = mlflow_client(project)
+    parent = next(r for r in _runs(client) if r.data.tags.get("sweep") == "parent")
+    before = {r.info.run_id for r in _runs(client) if r.info.status == "FINISHED"} - {
+        parent.info.run_id
+    }
+    assert len(before) >= 2  # the first two points finished before the kill
+
+    again = run_cli(project, *args)
+    assert (again.stdout + again.stderr).count("FINISHED before in run") == len(before)
+    runs = _runs(client)
+    parents = [r.info.run_id for r in runs if r.data.tags.get("sweep") == "parent"]
+    assert parents == [parent.info.run_id]  # the same parent run, not a second one
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    points = [(c.data.params["bottleneck"], c.data.params["dropout"]) for c in finished]
+    assert sorted(points) == [("4", "0.0"), ("4", "0.5"), ("8", "0.0"), ("8", "0.5")]
+    assert before <= {c.info.run_id for c in finished}  # reused, not trained again
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    sweep_dir = sorted(project.glob("multirun/*/*"))[-1]  # the rerun's folder
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert len(rows) == 4 and all(r["status"] == "FINISHED" and not r["error"] for r in rows)
+
+
+def test_point_names_show_every_swept_value_briefly(monkeypatch):
+    from src import tracking
+
+    monkeypatch.setenv(
+        tracking.SWEPT_KEYS_ENV, "bottleneck,dropout,seed,classify.labels_per_class"
+    )
+    overrides = ["bottleneck=16", "dropout=0.5", "seed=1", "classify.labels_per_class=10",
+                 "pretrain.epochs=2"]  # fmt: skip
+    assert train.point_name(overrides) == "b16-d0.5-s1-classify.labels_per_class=10"
+    monkeypatch.setenv(tracking.SWEPT_KEYS_ENV, "")
+    assert train.point_name(["bottleneck=4", "seed=0"]) == "bottleneck=4,seed=0"
