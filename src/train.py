@@ -204,7 +204,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
     write_result(out, cfg, "FINISHED", **result)
     log.info("outputs in %s", out)
-    return result["test_accuracy"]
+    return result["val_accuracy"]  # what a sweeper optimises: never the test accuracy
 
 
 if __name__ == "__main__":
