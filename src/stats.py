@@ -26,7 +26,8 @@ def interval(values: list[float], level: float = 0.95) -> tuple[float, float, fl
 
 def by_point(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (bottleneck, dropout) over its FINISHED seeds: n, seeds, and mean and 95 %
-    interval of validation and test accuracy; best mean validation accuracy first."""
+    interval (clipped to [0, 1]) of validation and test accuracy; best mean validation accuracy
+    first."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r["status"] == "FINISHED":
@@ -39,8 +40,9 @@ def by_point(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "n": len(runs),
             "seeds": " ".join(str(s) for s in sorted(r["seed"] for r in runs)),
         }
-        for m in METRICS:
+        for m in METRICS:  # an accuracy's interval stops at 0 and 1
             mean, low, high = interval([r[m] for r in runs])
+            low, high = max(low, 0.0), min(high, 1.0)
             point.update({f"{m}_mean": mean, f"{m}_ci_low": low, f"{m}_ci_high": high})
         points.append(point)
     return sorted(points, key=lambda p: (-p["val_accuracy_mean"], p["bottleneck"], p["dropout"]))

@@ -306,6 +306,9 @@ def test_points_over_seeds_rank_on_validation_with_t_intervals():
     assert "on 3 paired seeds: test accuracy -0.0667, paired t-test p = " in text
     assert text.splitlines()[1].startswith("*         32")
     assert stats.interval([0.9])[0] == 0.9 and np.isnan(stats.interval([0.9])[1])
+    near_one = stats.by_point([_row(8, 0.0, s, v, v) for s, v in enumerate([0.99, 1.0, 0.97])])
+    assert near_one[0]["val_accuracy_ci_high"] == 1.0  # an accuracy's interval stops at 1
+    assert stats.interval([0.99, 1.0, 0.97])[2] > 1.0
 
 
 def test_one_seed_says_no_interval_is_possible():
