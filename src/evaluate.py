@@ -2,6 +2,7 @@
 baselines, t-SNE maps of the codes, figures and a self-contained HTML report."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,27 @@ log = logging.getLogger(__name__)
 PARAMS = ["bottleneck", "dropout", "seed", "classify", "evaluate", "dataset.name"]
 
 
+def raw_baseline(cfg: DictConfig, arrays: dict[str, np.ndarray], memo: Memo) -> np.ndarray:
+    """Test predictions of the raw-pixel baseline, trained on the labels the classifiers get.
+    It needs only the data and those labels: src.train computes it while the networks train."""
+    from src import baselines, data
+
+    n = cfg.classify.labels_per_class
+
+    def raw() -> dict[str, np.ndarray]:
+        x, y = data.labelled(arrays["x_train"], arrays["y_train"], n, cfg.seed)
+        model = baselines.fit_raw_baseline(x, y)
+        return {"predicted": model.predict(baselines.flat(arrays["x_test"]))}
+
+    labels = {"labels_per_class": n, "seed": cfg.seed if n is not None else None}
+    return memo("raw-baseline", labels, raw, code=("baselines.py", "data.py"))["predicted"]
+
+
 def compare(
     cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, loaded: dict, memo: Memo
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(metrics, predicted test labels per method) of the classifier and both baselines."""
-    from src import baselines, data, metrics, models
+    from src import baselines, metrics, models
 
     p = cfg.paths
     x_test, y_test = arrays["x_test"], arrays["y_test"]
@@ -29,17 +46,11 @@ def compare(
     scores, predicted = metrics.classifier_metrics(classifier, x_test, y_test)
     val_predicted = classifier.predict(arrays["x_val"], verbose=0).argmax(axis=1)
     scores["val_accuracy"] = metrics.accuracy(arrays["y_val"], val_predicted)  # to choose on
-    autoencoder, pca, n = loaded["autoencoder"], loaded["pca"], cfg.classify.labels_per_class
-
-    def raw() -> dict[str, np.ndarray]:  # the raw baseline gets the classifiers' labels
-        x, y = data.labelled(arrays["x_train"], arrays["y_train"], n, cfg.seed)
-        return {"predicted": baselines.fit_raw_baseline(x, y).predict(baselines.flat(x_test))}
-
-    labels = {"labels_per_class": n, "seed": cfg.seed if n is not None else None}
+    autoencoder, pca = loaded["autoencoder"], loaded["pca"]
     preds = {
         "autoencoder": predicted,
         "pca": models.load(out / p.pca_classifier).predict(x_test, verbose=0).argmax(axis=1),
-        "raw": memo("raw-baseline", labels, raw, code=("baselines.py", "data.py"))["predicted"],
+        "raw": raw_baseline(cfg, arrays, memo),
     }
     accuracy = {name: metrics.accuracy(y_test, pred) for name, pred in preds.items()}
     scores.update(
@@ -62,6 +73,8 @@ def code_maps(
 ) -> dict[str, Any]:
     """t-SNE maps of a random subset of the test images' codes (the pretrained encoder's and
     the PCA's), and the k-NN accuracy on each map."""
+    from threadpoolctl import threadpool_limits
+
     from src import baselines, metrics
 
     e = cfg.evaluate
@@ -69,18 +82,19 @@ def code_maps(
     x, y = arrays["x_test"][subset], arrays["y_test"][subset]
     encoder, pca = loaded["autoencoder"].get_layer("encoder"), loaded["pca"]
     which = {"max_samples": e.tsne_max_samples, "seed": cfg.seed}
-    maps = {
-        "autoencoder": memo(
-            "tsne-autoencoder", {**which, "autoencoder": loaded["autoencoder_md5"]},
-            lambda: {"map": metrics.tsne_map(encoder.predict(x, verbose=0), cfg.seed)},
-            code=("metrics.py",),
-        )["map"],
-        "pca": memo(
-            "tsne-pca", {**which, "bottleneck": cfg.bottleneck},
-            lambda: {"map": metrics.tsne_map(baselines.pca_codes(pca, x), cfg.seed)},
-            code=("metrics.py", "baselines.py"),
-        )["map"],
-    }  # fmt: skip
+    codes = {"autoencoder": encoder.predict(x, verbose=0), "pca": baselines.pca_codes(pca, x)}
+    inputs = {"autoencoder": {"autoencoder": loaded["autoencoder_md5"]},
+              "pca": {"bottleneck": cfg.bottleneck}}  # fmt: skip
+    code = {"autoencoder": ("metrics.py",), "pca": ("metrics.py", "baselines.py")}
+    # Each map runs on one thread (benchmarks/README.md): both at once use both cores. The
+    # limit is process-wide: set once around both, so that neither thread lifts the other's.
+    with threadpool_limits(1), ThreadPoolExecutor(2) as pool:
+        futures = {
+            m: pool.submit(memo, f"tsne-{m}", {**which, **inputs[m]},
+                           lambda m=m: {"map": metrics.tsne_map(codes[m], cfg.seed)}, code[m])
+            for m in ("autoencoder", "pca")
+        }  # fmt: skip
+    maps = {m: f.result()["map"] for m, f in futures.items()}
     knn = {
         m: metrics.knn_accuracy(points, y, e.knn_neighbors, cfg.seed) for m, points in maps.items()
     }
