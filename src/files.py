@@ -119,7 +119,6 @@ class Memo:
     def __init__(self, root: str | Path | None = None, **common: Any):
         self.root, self.common = (Path(root) if root else None), common
         self.reused: dict[str, str] = {}  # name -> key of what came from the cache
-        self.computed: set[str] = set()  # keys this object computed (maybe on another thread)
 
     def __call__(
         self,
@@ -139,14 +138,12 @@ class Memo:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
             if path.is_file():
-                if key not in self.computed:
-                    self.reused[name] = key
+                self.reused[name] = key
                 with np.load(path, allow_pickle=False) as f:
                     return {k: f[k] for k in f.files}
             arrays = compute()
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            self.computed.add(key)
         return arrays
 
 
