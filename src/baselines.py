@@ -81,3 +81,26 @@ def fit_raw_baseline(x_train: np.ndarray, y_train: np.ndarray) -> Any:
     with threadpool_limits(1):
         model = LogisticRegression(tol=5e-4, max_iter=2000)
         return model.fit(flat(x_train), y_train)
+
+
+def fit_scratch_classifier(
+    model: dict[str, Any],
+    bottleneck: int,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, Any],
+    settings: dict[str, Any],
+) -> Any:
+    """The rival of pretraining: the same encoder architecture, randomly initialised, with the
+    same head, trained end to end on the same labels (`settings` of fit_classifier) for as
+    many epochs as the classifier's head and fine-tuning together, with the same early
+    stopping and augmentation; label spreading runs over this untrained encoder's codes."""
+    import keras
+
+    from src import models
+
+    keras.utils.set_random_seed(settings["seed"])
+    _, encoder = models.build(model, arrays["x_train"].shape[1:], bottleneck)
+    epochs = settings["epochs"] + settings["finetune_epochs"]
+    scratch = {**settings, "freeze_encoder": False, "epochs": epochs, "finetune_epochs": 0}
+    classifier, _ = training.fit_on_labels(encoder, arrays, labels, scratch)
+    return classifier

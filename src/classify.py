@@ -15,7 +15,7 @@ from src.runtime import UserError
 
 log = logging.getLogger(__name__)
 
-PARAMS = ["bottleneck", "dropout", "seed", "classify"]
+PARAMS = ["model", "bottleneck", "dropout", "seed", "classify"]
 
 
 def head_settings(cfg: DictConfig, n_classes: int) -> dict[str, Any]:
@@ -48,6 +48,33 @@ def label_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def scratch_classifier(
+    cfg: DictConfig, arrays: dict[str, np.ndarray], labels: dict, settings: dict, memo: Memo
+) -> Any:
+    """The from-scratch baseline (baselines.fit_scratch_classifier). It does not depend on the
+    autoencoder, so src.train caches its weights and rebuilds it around them."""
+    from omegaconf import OmegaConf
+
+    from src import baselines, models
+
+    def fit() -> dict[str, np.ndarray]:
+        model = baselines.fit_scratch_classifier(
+            cfg.model, cfg.bottleneck, arrays, labels, settings
+        )
+        return {f"w{i:03d}": w for i, w in enumerate(model.get_weights())}
+
+    inputs = {"model": OmegaConf.to_container(cfg.model), "bottleneck": cfg.bottleneck,
+              **labels, **settings}  # fmt: skip
+    weights = memo("scratch", inputs, fit, code=("baselines.py", "training.py", "models.py"))
+    _, encoder = models.build(cfg.model, arrays["x_train"].shape[1:], cfg.bottleneck)
+    s = settings
+    model = models.build_classifier(
+        encoder, s["n_classes"], s["head_units"], s["dropout"], False, s["augment"]
+    )
+    model.set_weights([weights[k] for k in sorted(weights)])
+    return model
+
+
 def preprocessing_record(arrays: dict[str, np.ndarray]) -> dict[str, list]:
     """How training images were prepared: the record src.predict applies to new images."""
     return {
@@ -58,11 +85,16 @@ def preprocessing_record(arrays: dict[str, np.ndarray]) -> dict[str, list]:
 
 
 def run(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path("."), memo: Memo = NO_MEMO
+    cfg: DictConfig,
+    arrays: dict[str, np.ndarray],
+    out: Path = Path("."),
+    memo: Memo = NO_MEMO,
+    callbacks: list | None = None,
 ) -> None:
     """Train the classifier on the encoder under `out` and the PCA baseline; write both, the
     PCA, the preprocessing record and the history under `out` together. `memo` reuses the
-    encoder's codes and the PCA from earlier runs (src.train)."""
+    encoder's codes and the PCA from earlier runs (src.train); `callbacks` are added to the
+    classifier's training (a search trial's pruning, src.search)."""
     from src import baselines, data, files, models, serving, tracking, training
 
     p = cfg.paths
@@ -73,7 +105,8 @@ def run(
             f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
         )
     settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
-    names = [p.classifier, p.preprocessing, p.pca, p.pca_classifier, p.classify_history]
+    names = [p.classifier, p.preprocessing, p.pca, p.pca_classifier, p.scratch_classifier,
+             p.classify_history]  # fmt: skip
     with files.outputs(out, names) as staged:
         codes = None
         if training.needs_codes(labels, settings):
@@ -83,7 +116,7 @@ def run(
                 code=("training.py",),
             )  # fmt: skip
             codes = codes["train"], codes["val"]
-        callbacks = tracking.callbacks("classify/")
+        callbacks = [*tracking.callbacks("classify/"), *(callbacks or [])]
         classifier, history = training.fit_on_labels(  # the autoencoder saw every image
             encoder, arrays, labels, settings, codes, callbacks
         )
@@ -96,16 +129,24 @@ def run(
         baseline = baselines.fit_pca_classifier(pca, arrays, labels, settings)
         _, pca_val_accuracy = baseline.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
         log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)
+        log.info("training the from-scratch baseline: the same network, randomly initialised")
+        scratch = scratch_classifier(cfg, arrays, labels, settings, memo)
+        scratch_val_predicted = scratch.predict(arrays["x_val"], verbose=0).argmax(axis=1)
+        scratch_val_accuracy = float(np.mean(scratch_val_predicted == arrays["y_val"]))
+        log.info("from-scratch baseline val accuracy %.4f", scratch_val_accuracy)
 
         record = preprocessing_record(arrays)  # what src.predict needs to feed it new images
         models.save(classifier, staged(p.classifier))
         files.write_json(staged(p.preprocessing), record)  # = predict.preprocessing_path
         baselines.save_pca(pca, staged(p.pca))
         models.save(baseline, staged(p.pca_classifier))
+        models.save(scratch, staged(p.scratch_classifier))
         data.save_history(history, staged(p.classify_history))
         tracking.log_artifact(staged(p.classify_history))
         serving.log_classifier(classifier, record, arrays["x_val"])  # serves raw pixels
-        tracking.log_metrics({"pca_val_accuracy": pca_val_accuracy})
+        tracking.log_metrics(
+            {"pca_val_accuracy": pca_val_accuracy, "scratch_val_accuracy": scratch_val_accuracy}
+        )
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -133,6 +133,7 @@ class Paths:
     preprocessing: str = key("a file path")
     pca: str = key("a file path")
     pca_classifier: str = key("a file path")
+    scratch_classifier: str = key("a file path")
     pretrain_history: str = key("a file path")
     classify_history: str = key("a file path")
     metrics: str = key("a file path")

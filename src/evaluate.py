@@ -51,6 +51,7 @@ def compare(
         "autoencoder": predicted,
         "pca": models.load(out / p.pca_classifier).predict(x_test, verbose=0).argmax(axis=1),
         "raw": raw_baseline(cfg, arrays, memo),
+        "scratch": models.load(out / p.scratch_classifier).predict(x_test, verbose=0).argmax(1),
     }
     accuracy = {name: metrics.accuracy(y_test, pred) for name, pred in preds.items()}
     scores.update(
@@ -59,8 +60,10 @@ def compare(
         ),
         pca_test_accuracy=accuracy["pca"],
         raw_test_accuracy=accuracy["raw"],
+        scratch_test_accuracy=accuracy["scratch"],
         ae_minus_pca_accuracy=accuracy["autoencoder"] - accuracy["pca"],
         ae_minus_raw_accuracy=accuracy["autoencoder"] - accuracy["raw"],
+        ae_minus_scratch_accuracy=accuracy["autoencoder"] - accuracy["scratch"],
         pca_reconstruction_mse=metrics.reconstruction_mse(
             x_test, baselines.pca_reconstruct(pca, x_test)
         ),
@@ -187,8 +190,9 @@ def run(
         for png in sorted(staged(p.figures).glob("*.png")):
             tracking.log_artifact(png, "evaluation")
     log.info(
-        "test accuracy: autoencoder %.4f, PCA %.4f, raw pixels %.4f",
+        "test accuracy: autoencoder %.4f, PCA %.4f, raw pixels %.4f, from scratch %.4f",
         scores["test_accuracy"], scores["pca_test_accuracy"], scores["raw_test_accuracy"],
+        scores["scratch_test_accuracy"],
     )  # fmt: skip
     return scores
 

@@ -15,6 +15,7 @@ METHODS = {  # key in metrics and tables: what the figures and the report call i
     "autoencoder": "autoencoder codes + head",
     "pca": "PCA codes + same head",
     "raw": "raw pixels + logistic regression",
+    "scratch": "same network from scratch",
 }
 FIGURES = {  # file in paths.figures: its caption in the report, in the report's order
     "per_class_accuracy.png": "Test accuracy per class",
@@ -65,7 +66,7 @@ def training_recipe(classify: Mapping[str, Any], seed: int) -> str:
 
 
 def comparison_table(m: Mapping[str, float], bottleneck: int, k: int, n_tsne: int) -> list[list]:
-    """The report's table: one row per method, then autoencoder − PCA."""
+    """The report's table: one row per method, then autoencoder − PCA and − from scratch."""
     return [
         ["model", "test accuracy", "reconstruction MSE (test)",
          f"{k}-NN accuracy on the t-SNE map ({n_tsne} test images)"],
@@ -74,7 +75,10 @@ def comparison_table(m: Mapping[str, float], bottleneck: int, k: int, n_tsne: in
         [f"PCA ({bottleneck} components) + same head", f"{m['pca_test_accuracy']:.4f}",
          f"{m['pca_reconstruction_mse']:.5f}", f"{m['pca_latent_knn_accuracy']:.4f}"],
         ["raw pixels + logistic regression", f"{m['raw_test_accuracy']:.4f}", "", ""],
+        ["same network from scratch (no pretraining)", f"{m['scratch_test_accuracy']:.4f}", "",
+         ""],
         ["autoencoder − PCA", f"{m['ae_minus_pca_accuracy']:+.4f}", "", ""],
+        ["autoencoder − from scratch", f"{m['ae_minus_scratch_accuracy']:+.4f}", "", ""],
     ]  # fmt: skip
 
 

@@ -4,10 +4,12 @@
 import atexit
 import contextlib
 import csv
+import functools
 import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ COLUMNS = [
     "status",
     "val_accuracy",
     "test_accuracy",
+    "scratch_test_accuracy",
     "test_loss",
     "test_reconstruction_mse",
     "train_seconds",
@@ -76,6 +79,14 @@ def write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str] = COLUM
         writer.writerows(rows)
 
 
+def short_number(value: str) -> str:
+    """A float with many digits (a search's sample) to 3 significant ones; the rest as is."""
+    try:
+        return f"{float(value):.3g}" if len(value) > 6 else value
+    except ValueError:
+        return value
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """A short fixed-width table of the runs for the terminal."""
     lines = [
@@ -85,12 +96,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["status"] == "FINISHED":
             lines.append(
-                f"{r['bottleneck']:>10} {r['dropout']:>7} {r['seed']:>5} "
+                f"{r['bottleneck']:>10} {short_number(str(r['dropout'])):>7} {r['seed']:>5} "
                 f"{r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} {r['test_loss']:>7.4f} "
                 f"{r['test_reconstruction_mse']:>9.5f} {r['train_seconds']:>7.1f}  FINISHED"
             )
         else:
-            lines.append(f"{r.get('point')}: FAILED ({r.get('error')})")
+            lines.append(f"{r.get('point')}: {r['status']} ({r.get('error')})")
     return "\n".join(lines)
 
 
@@ -107,7 +118,8 @@ def points_table(points: list[dict[str, Any]], comparison: dict[str, Any] | None
              "test acc [95 % CI]"]  # fmt: skip
     for i, p in enumerate(points):
         lines.append(
-            f"{'*' if i == 0 else ' '} {p['bottleneck']:>10} {p['dropout']:>7} {p['n']:>3}  "
+            f"{'*' if i == 0 else ' '} {p['bottleneck']:>10} {short_number(str(p['dropout'])):>7} "
+            f"{p['n']:>3}  "
             f"{_mean_ci(p, 'val_accuracy'):<33} {_mean_ci(p, 'test_accuracy')}"
         )
     lines.append("* best point: highest mean validation accuracy (test accuracy is not used)")
@@ -236,6 +248,27 @@ def sweep_key(config: DictConfig) -> str:
     return config_hash(OmegaConf.create(identity))
 
 
+def study_parent(client: Any, experiment_id: str, key: str, create: Callable[[], str]) -> str:
+    """The one parent run of an Optuna study, whatever its status, for every worker: the
+    earliest with the study's key. A worker that created a second one at the same moment
+    deletes its own."""
+
+    def parents() -> list:
+        runs = client.search_runs([experiment_id], f"tags.sweep = 'parent' AND "
+                                  f"tags.sweep_key = '{key}'")  # fmt: skip
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    runs = parents()
+    if not runs:
+        mine = create()
+        runs = parents()
+        if runs[0].info.run_id != mine:
+            client.delete_run(mine)
+    if runs[0].info.status != "RUNNING":  # the study goes on: resumed, or more trials
+        client.update_run(runs[0].info.run_id, status="RUNNING")
+    return runs[0].info.run_id
+
+
 def unfinished_parent(client: Any, experiment_id: str, key: str) -> str | None:
     """The latest parent run of the sweep `key` that did not finish (interrupted: KILLED, or
     RUNNING after kill -9; FAILED: a point failed), if that is the latest one."""
@@ -256,10 +289,12 @@ class SweepCallback(Callback):
         self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from src import tracking
+        from src import search, tracking
 
         self.sweep_dir = Path(config.hydra.sweep.dir)
         swept = [o.split("=", 1)[0] for o in config.hydra.overrides.task if is_swept(o)]
+        if search.is_search(config):  # run names show the searched values too
+            swept += list(search.flat_params(config.hydra.sweeper.params))
         os.environ[tracking.SWEPT_KEYS_ENV] = ",".join(swept)
         if not config.mlflow.enabled:
             return
@@ -269,9 +304,16 @@ class SweepCallback(Callback):
         client = MlflowClient()
         experiment = client.get_experiment_by_name(config.mlflow.experiment_name)
         name = " ".join(config.hydra.overrides.task) or "sweep"
-        key = sweep_key(config)
-        resumed = unfinished_parent(client, experiment.experiment_id, key)
-        if resumed and config.sweep.resume:
+        searched = search.is_search(config)
+        key = search.parent_key(config) if searched else sweep_key(config)
+        resumed = None if searched else unfinished_parent(client, experiment.experiment_id, key)
+        if searched:  # every worker of the study, and every run of its command, shares one
+            create = functools.partial(
+                self._create_parent, client, experiment.experiment_id, config, key
+            )
+            self.parent_run_id = study_parent(client, experiment.experiment_id, key, create)
+            log.info("search parent run %s (%s)", self.parent_run_id, name)
+        elif resumed and config.sweep.resume:
             self.parent_run_id = resumed
             client.update_run(resumed, status="RUNNING")
             client.set_tag(resumed, "sweep_dir", str(self.sweep_dir))
@@ -283,18 +325,22 @@ class SweepCallback(Callback):
             log.info("resuming sweep parent run %s (%s): its FINISHED points are reused, the "
                      "others run; sweep.resume=false starts afresh", resumed, name)  # fmt: skip
         else:
-            run = client.create_run(
-                experiment.experiment_id,
-                run_name=name,
-                tags={"sweep": "parent", "sweep_dir": str(self.sweep_dir), "sweep_key": key},
-            )
-            self.parent_run_id = run.info.run_id
-            for override in config.hydra.overrides.task:  # the sweep's grid and fixed settings
-                k, _, value = override.partition("=")
-                client.log_param(self.parent_run_id, k.lstrip("+~"), value)
+            self.parent_run_id = self._create_parent(client, experiment.experiment_id, config, key)
             log.info("sweep parent run %s (%s)", self.parent_run_id, name)
         os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
         atexit.register(self.end_unfinished)  # Ctrl-C or SIGTERM: on_multirun_end never comes
+
+    def _create_parent(self, client: Any, experiment_id: str, config: DictConfig, key: str) -> str:
+        """A new parent run: named by the sweep's overrides, with them as params."""
+        run = client.create_run(
+            experiment_id,
+            run_name=" ".join(config.hydra.overrides.task) or "sweep",
+            tags={"sweep": "parent", "sweep_dir": str(self.sweep_dir), "sweep_key": key},
+        )
+        for override in config.hydra.overrides.task:  # the sweep's grid and fixed settings
+            k, _, value = override.partition("=")
+            client.log_param(run.info.run_id, k.lstrip("+~"), value)
+        return run.info.run_id
 
     def end_unfinished(self) -> None:
         """At exit, a parent run the sweep did not finish (it was interrupted) ends KILLED."""
@@ -313,20 +359,21 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep_dir is None:
             return
-        from src import plots
+        from src import plots, search
 
-        rows = collect(self.sweep_dir)
+        searched = search.is_search(config)  # rows of every trial of the study, all workers
+        rows = search.rows(config) if searched else collect(self.sweep_dir)
         points, comparison = summarize(rows)
         write_csv(rows, self.sweep_dir / "summary.csv")
         write_csv(points, self.sweep_dir / "points.csv", POINT_COLUMNS)
-        if points:
+        if points and not searched:  # a search has Optuna's plots instead
             plots.sweep_heatmap(points, self.sweep_dir / "accuracy_heatmap.png")
             plots.sweep_lines(points, self.sweep_dir / "accuracy_vs_bottleneck.png")
         log.info("sweep summary (%s):\n%s", self.sweep_dir / "summary.csv", table(rows))
         if points:
             log.info("points over seeds (%s):\n%s", self.sweep_dir / "points.csv",
                      points_table(points, comparison))  # fmt: skip
-        failed = [r for r in rows if r["status"] != "FINISHED"]
+        failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
         if self.parent_run_id:
             self._finish_parent(config, rows, points, comparison, failed)
         if failed:
@@ -338,11 +385,13 @@ class SweepCallback(Callback):
     ) -> None:
         from mlflow import MlflowClient
 
-        from src import tracking
+        from src import search, tracking
 
         client = MlflowClient()
         run_id, self.parent_run_id = self.parent_run_id, None  # finished here, not at exit
         try:
+            if search.is_search(config):  # the study's best trial and Optuna's plots
+                search.log_study(config, client, run_id)
             names = ("summary.csv", "points.csv", "accuracy_heatmap.png",
                      "accuracy_vs_bottleneck.png")  # fmt: skip
             for name in names:

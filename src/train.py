@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src import search
 from src.config import config_hash, select_params, validate
 from src.files import Memo, file_md5, write_json
 from src.runtime import quiet_tensorflow, user_errors
@@ -130,10 +131,12 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
     data_hash = file_md5(data_path)
     key = point_key(cfg, data_hash)
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
-    if parent and cfg.sweep.resume and (done := tracking.finished_child(parent, key)):
+    resumable = cfg.sweep.resume and search.trial_number() is None  # a study resumes itself
+    if parent and resumable and (done := tracking.finished_child(parent, key)):
         log.info("%s FINISHED before in run %s: reused, not trained again", run_name, done)
         return tracking.load_dict(done, "result.json")
-    tags = {"stage": "train", "data_hash": data_hash, "output_dir": str(out), "point_key": key}
+    tags = {"stage": "train", "data_hash": data_hash, "output_dir": str(out), "point_key": key,
+            **search.trial_tags()}  # fmt: skip
     params = select_params(cfg, PARAMS)
     with tracking.start_run(cfg, run_name, params, tags, parent_run_id=parent):
         tracking.log_dataset(arrays["x_train"], arrays["y_train"], f"{cfg.dataset.name}-train",
@@ -143,7 +146,14 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
             tracking.set_tags({"autoencoder_run_id": autoencoder_run_id})
         memo = Memo(Path(cfg.paths.cache) / "shared" if cfg.sweep.reuse_baselines else None,
                     data=data_hash)  # fmt: skip
-        classify.run(cfg, arrays, out, memo)
+        try:  # a search's trial reports each epoch to its study, whose pruner may stop it
+            classify.run(cfg, arrays, out, memo, callbacks=search.pruning_callbacks())
+        except Exception as e:
+            if not search.is_pruned(e):
+                raise
+            run_id = tracking.active_run_id()
+            search.end_pruned_run(e)  # KILLED, tagged `pruned`
+            return {"pruned": str(e), "run_id": run_id, "data_hash": data_hash}
         metrics = evaluate.run(cfg, arrays, out, memo)
         tracking.set_tags({f"reused.{name}": key for name, key in memo.reused.items()})
         seconds = time.perf_counter() - start
@@ -165,13 +175,14 @@ SHORT_NAMES = {"bottleneck": "b", "dropout": "d", "seed": "s"}
 def point_name(overrides: list[str]) -> str:
     """A sweep point's run name: the values of the keys the sweep varies, short enough for the
     MLflow UI's run column (b16-d0.5-s1); every override when the sweep varies none."""
-    from src import tracking
+    from src import sweep, tracking
 
     swept = os.environ.get(tracking.SWEPT_KEYS_ENV, "").split(",")
     parts = []
     for override in overrides:
         key, _, value = override.partition("=")
         if key in swept:
+            value = sweep.short_number(value)
             parts.append(SHORT_NAMES[key] + value if key in SHORT_NAMES else f"{key}={value}")
     return "-".join(parts) or ",".join(overrides)
 
@@ -191,6 +202,8 @@ def main(cfg: DictConfig) -> float | None:
         quiet_tensorflow()
         run_name = point_name(list(hc.overrides.task)) if sweep else hc.job.override_dirname
         run_name = run_name or "train"
+        if (trial := search.trial_number()) is not None:
+            run_name = f"t{trial}-{run_name}"
         try:
             result = train_point(validate(cfg), out, run_name)
         except KeyboardInterrupt:
@@ -202,6 +215,10 @@ def main(cfg: DictConfig) -> float | None:
                 raise
             log.error("sweep point %s failed: %s", run_name, e)
             return None
+    if "pruned" in result:  # a search's pruner stopped it: not a failure
+        write_result(out, cfg, "PRUNED", error=result.pop("pruned"), **result)
+        log.info("%s pruned", run_name)
+        return None
     write_result(out, cfg, "FINISHED", **result)
     log.info("outputs in %s", out)
     return result["val_accuracy"]  # what a sweeper optimises: never the test accuracy

@@ -1,8 +1,12 @@
+import glob
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,7 +62,7 @@ def run_stages(
 
 def copy_project(dest: Path) -> Path:
     """A copy of the project's code and config in `dest`, as in a user's clone."""
-    for name in ("src", "conf"):
+    for name in ("src", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
         shutil.copy(ROOT / name, dest / name)
@@ -111,3 +115,69 @@ def _private_mlflow_store(tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+# PostgreSQL comes from Debian's `postgresql` package (.ci/run installs it when absent) and runs
+# on loopback as its own `postgres` user under a temporary data folder.
+def _pg_bin() -> Path:
+    """The folder of PostgreSQL's server programs (Debian's layout)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("no PostgreSQL in /usr/lib/postgresql: apt-get install postgresql")
+    if os.geteuid() != 0 or not shutil.which("runuser"):
+        pytest.skip("PostgreSQL runs as the postgres user here: needs root and runuser")
+    return Path(found[-1]).parent
+
+
+def _as_postgres(*cmd: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True)
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 with the databases `mlflow` and `optuna`;
+    yields the SQLAlchemy URI of `mlflow`."""
+    pg = _pg_bin()
+    data = Path(tempfile.mkdtemp(prefix="ae-classify-pg-"))
+    shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    _as_postgres(str(pg / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres")
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    _as_postgres(str(pg / "pg_ctl"), "-D", str(data / "db"), "-o", options,
+                 "-l", str(data / "log"), "-w", "start")  # fmt: skip
+    try:
+        for db in ("mlflow", "optuna"):  # MLflow's store; an Optuna storage (test_search.py)
+            _as_postgres(str(pg / "createdb") if (pg / "createdb").exists() else "createdb",
+                         "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", db)  # fmt: skip
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        _as_postgres(str(pg / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def tracking_server(postgres, tmp_path):
+    """`mlflow server` on PostgreSQL with a local artifact destination; yields its URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
+           "--artifacts-destination", str(tmp_path / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    start = time.perf_counter()
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert time.perf_counter() - start < 180, "mlflow server did not start"
+                time.sleep(0.5)
+        print(f"mlflow server on PostgreSQL ready in {time.perf_counter() - start:.1f} s")
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)

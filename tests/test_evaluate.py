@@ -18,6 +18,23 @@ def _png_size(path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+def test_scratch_baseline_trains_the_same_architecture_end_to_end(digits):
+    import keras
+
+    cfg = make_cfg("bottleneck=8", "dropout=0.3", "classify.epochs=3", "classify.patience=null")
+    settings, labels = classify.head_settings(cfg, 10), classify.label_settings(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    _, untrained = models.build(cfg.model, digits["x_train"].shape[1:], cfg.bottleneck)
+    clf = baselines.fit_scratch_classifier(cfg.model, cfg.bottleneck, digits, labels, settings)
+    encoder = clf.get_layer("encoder")
+    assert encoder.trainable and encoder.output_shape[-1] == 8  # not frozen: trained end to end
+    assert [w.shape for w in encoder.get_weights()] == [w.shape for w in untrained.get_weights()]
+    assert not np.allclose(encoder.get_weights()[0], untrained.get_weights()[0])  # it trained
+    assert clf.get_layer("head_dropout").rate == 0.3 and clf.get_layer("head_dense").units == 64
+    accuracy = np.mean(clf.predict(digits["x_test"], verbose=0).argmax(1) == digits["y_test"])
+    assert accuracy > 0.5  # chance is 0.1, after 3 epochs
+
+
 def test_pca_baseline_uses_the_training_split_the_bottleneck_and_the_same_head(digits, tmp_path):
     from sklearn.decomposition import PCA
 

@@ -33,8 +33,12 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     assert metrics["bottleneck"] == 32 and np.isfinite(metrics["test_loss"])
     x = np.load(project / "data/prepared.npz")["x_test"][:3]
     assert classifier.predict(x, verbose=0).shape == (3, 10)
-    for key in ("pca_test_accuracy", "raw_test_accuracy", "latent_knn_accuracy"):
+    for key in ("pca_test_accuracy", "raw_test_accuracy", "scratch_test_accuracy",
+                "latent_knn_accuracy"):  # fmt: skip
         assert 0.2 < metrics[key] <= 1, key
+    assert metrics["ae_minus_scratch_accuracy"] == pytest.approx(
+        metrics["test_accuracy"] - metrics["scratch_test_accuracy"], abs=1e-6
+    )
     assert metrics["pca_latent_knn_accuracy"] > 0.5  # PCA codes of digits separate well
     assert metrics["ae_minus_pca_accuracy"] == pytest.approx(
         metrics["test_accuracy"] - metrics["pca_test_accuracy"], abs=1e-6
@@ -47,7 +51,7 @@ def test_four_stages_write_models_metrics_and_mlflow_runs(project):
     per_class = np.genfromtxt(
         project / "reports/per_class_accuracy.csv", delimiter=",", names=True
     )
-    assert per_class.dtype.names == ("class", "autoencoder", "pca", "raw")
+    assert per_class.dtype.names == ("class", "autoencoder", "pca", "raw", "scratch")
     assert per_class["pca"].mean() == pytest.approx(metrics["pca_test_accuracy"], abs=0.05)
     report = (project / "reports/report.html").read_text()
     assert report.count("data:image/png;base64,") == 5
