@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,9 @@ def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
     dead = study.ask({"bottleneck": optuna.distributions.IntDistribution(2, 64, log=True),
                       "dropout": optuna.distributions.FloatDistribution(0, 0.6)})  # fmt: skip
-    optuna.storages.RDBStorage(url, heartbeat_interval=1).record_heartbeat(dead._trial_id)
+    with warnings.catch_warnings():  # heartbeats are experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RDBStorage(url, heartbeat_interval=1).record_heartbeat(dead._trial_id)
     time.sleep(2)  # its worker "died": no heartbeat since
     sweeper.sweep([])
     trials = search.load_study(sweeper.config).trials
