@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,9 @@ def sweep_key(config: DictConfig) -> str:
     return config_hash(OmegaConf.create(identity))
 
 
+PARENT_SETTLE_SECONDS = 2.0
+
+
 def study_parent(client: Any, experiment_id: str, key: str, create: Callable[[], str]) -> str:
     """The one parent run of an Optuna study, whatever its status, for every worker: the
     earliest with the study's key. A worker that created a second one at the same moment
@@ -261,6 +265,9 @@ def study_parent(client: Any, experiment_id: str, key: str, create: Callable[[],
     runs = parents()
     if not runs:
         mine = create()
+        # Workers that started together may each have created one, and one may have looked
+        # before the other's was stored: look again once both are, so that all agree.
+        time.sleep(PARENT_SETTLE_SECONDS)
         runs = parents()
         if runs[0].info.run_id != mine:
             client.delete_run(mine)
