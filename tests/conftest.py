@@ -88,6 +88,20 @@ def mlflow_client(project: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
 
 
+def wait_until_answers(url: str, server: subprocess.Popen, seconds: float) -> float:
+    """Poll `url` until the server started as `server` answers; return the seconds it took.
+    Fails with the server's stderr if it exits, or after `seconds`."""
+    start = time.perf_counter()
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return time.perf_counter() - start
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert time.perf_counter() - start < seconds, f"no answer on {url} in {seconds} s"
+            time.sleep(0.5)
+
+
 def run_cli(
     cwd: Path, *args: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
@@ -165,17 +179,9 @@ def tracking_server(postgres, tmp_path):
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    start = time.perf_counter()
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                assert time.perf_counter() - start < 180, "mlflow server did not start"
-                time.sleep(0.5)
-        print(f"mlflow server on PostgreSQL ready in {time.perf_counter() - start:.1f} s")
+        ready = wait_until_answers(f"{url}/health", server, 180)
+        print(f"mlflow server on PostgreSQL ready in {ready:.1f} s")
         yield url
     finally:
         if server.poll() is None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from src import classify, models, predict, serving, tracking, training
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_answers
 
 RAW = load_digits().images[:12]  # (12, 8, 8) floats 0..16, as a client has them
 
@@ -87,7 +86,6 @@ def test_mlflow_models_serve_answers_raw_pixels_as_src_predict(logged, tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager",
            "local", "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    start = time.perf_counter()
     server = subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -98,14 +96,7 @@ def test_mlflow_models_serve_answers_raw_pixels_as_src_predict(logged, tmp_path)
     )  # not the repo
     try:
         url = f"http://127.0.0.1:{port}"
-        while True:  # the server loads TensorFlow first: wait up to 2 minutes
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.perf_counter() - start < 120, "no answer on /ping in 2 minutes"
-                time.sleep(0.5)
+        wait_until_answers(f"{url}/ping", server, 120)  # it loads TensorFlow first
         request = urllib.request.Request(
             f"{url}/invocations", data=json.dumps({"inputs": RAW[:2].tolist()}).encode(),
             headers={"Content-Type": "application/json"},

@@ -16,7 +16,14 @@ import pytest
 from mlflow import MlflowClient
 
 from src import data, train
-from tests.conftest import copy_project, free_port, make_cfg, mlflow_client, run_cli
+from tests.conftest import (
+    copy_project,
+    free_port,
+    make_cfg,
+    mlflow_client,
+    run_cli,
+    wait_until_answers,
+)
 
 TINY = ["pretrain.epochs=2", "classify.epochs=2"]
 
@@ -113,13 +120,7 @@ def test_champion_serves_over_http(swept):
                               stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(240):  # the server loads TensorFlow first: wait up to 2 minutes
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                time.sleep(0.5)
+        wait_until_answers(f"{url}/ping", server, 120)  # it loads TensorFlow first
         request = urllib.request.Request(
             f"{url}/invocations", data=json.dumps({"inputs": raw.tolist()}).encode(),
             headers={"Content-Type": "application/json"},
