@@ -76,9 +76,45 @@ def study_identity(config: DictConfig) -> tuple[str, str]:
 
 
 def parent_key(config: DictConfig) -> str:
-    """The `sweep_key` tag of a study's parent MLflow run: every worker of it finds the same."""
+    """The `sweep_key` tag of a study's parent MLflow run."""
     storage, name = study_identity(config)
     return config_hash(OmegaConf.create({"storage": storage, "study": name}))
+
+
+PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its parent MLflow run
+PARENT_WAIT_SECONDS = 60.0  # how long a worker waits for the study's creator to name it
+
+
+def parent_run(config: DictConfig, create: Callable[[], str]) -> str:
+    """The one parent MLflow run of the search's study, for every worker: its id is a user
+    attribute of the study. The worker whose create_study makes the study (the storage lets only
+    one) calls `create` and records the id; the others wait for it. A study without one, or
+    whose run was deleted, gets a new run."""
+    import optuna
+    from mlflow import MlflowClient
+
+    url, name = study_identity(config)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = rdb_storage(url)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=config.hydra.sweeper.direction
+        )
+        wait = 0.0
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        wait = PARENT_WAIT_SECONDS if not study.get_trials(deepcopy=False) else 0.0
+    deadline = time.monotonic() + wait
+    while (run_id := study.user_attrs.get(PARENT_ATTR)) is None and time.monotonic() < deadline:
+        time.sleep(0.5)  # a worker that has just made the study is creating the run
+    client = MlflowClient()
+    if run_id is None or client.get_run(run_id).info.lifecycle_stage == "deleted":
+        run_id = create()
+        study.set_user_attr(PARENT_ATTR, run_id)
+    elif client.get_run(run_id).info.status != "RUNNING":  # resumed, or more trials
+        client.update_run(run_id, status="RUNNING")
+    return run_id
 
 
 def safe_url(url: str) -> str:

@@ -9,8 +9,6 @@ import json
 import logging
 import math
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,33 +247,6 @@ def sweep_key(config: DictConfig) -> str:
     return config_hash(OmegaConf.create(identity))
 
 
-PARENT_SETTLE_SECONDS = 2.0
-
-
-def study_parent(client: Any, experiment_id: str, key: str, create: Callable[[], str]) -> str:
-    """The one parent run of an Optuna study, whatever its status, for every worker: the
-    earliest with the study's key. A worker that created a second one at the same moment
-    deletes its own."""
-
-    def parents() -> list:
-        runs = client.search_runs([experiment_id], f"tags.sweep = 'parent' AND "
-                                  f"tags.sweep_key = '{key}'")  # fmt: skip
-        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-
-    runs = parents()
-    if not runs:
-        mine = create()
-        # Workers that started together may each have created one, and one may have looked
-        # before the other's was stored: look again once both are, so that all agree.
-        time.sleep(PARENT_SETTLE_SECONDS)
-        runs = parents()
-        if runs[0].info.run_id != mine:
-            client.delete_run(mine)
-    if runs[0].info.status != "RUNNING":  # the study goes on: resumed, or more trials
-        client.update_run(runs[0].info.run_id, status="RUNNING")
-    return runs[0].info.run_id
-
-
 def unfinished_parent(client: Any, experiment_id: str, key: str) -> str | None:
     """The latest parent run of the sweep `key` that did not finish (interrupted: KILLED, or
     RUNNING after kill -9; FAILED: a point failed), if that is the latest one."""
@@ -318,7 +289,7 @@ class SweepCallback(Callback):
             create = functools.partial(
                 self._create_parent, client, experiment.experiment_id, config, key
             )
-            self.parent_run_id = study_parent(client, experiment.experiment_id, key, create)
+            self.parent_run_id = search.parent_run(config, create)
             log.info("search parent run %s (%s)", self.parent_run_id, name)
         elif resumed and config.sweep.resume:
             self.parent_run_id = resumed

@@ -144,6 +144,35 @@ def test_sweeper_runs_n_trials_and_a_second_run_continues_the_study(tmp_path):
     assert len(trials) == 10 and len({tuple(t.params.items()) for t in trials}) == 10
 
 
+def test_workers_that_start_together_agree_on_one_parent_run(tmp_path):
+    import threading
+
+    cfg = _compose(f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}")
+    client = MlflowClient()
+    experiment = client.create_experiment(f"parents-{tmp_path.name}")
+    created = []
+
+    def create() -> str:
+        run_id = client.create_run(experiment).info.run_id
+        time.sleep(0.5)  # a slow tracking server: the other worker must wait for the id
+        created.append(run_id)
+        return run_id
+
+    ids = []
+    threads = [threading.Thread(target=lambda: ids.append(search.parent_run(cfg, create)))
+               for _ in range(2)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == 1 and ids == created * 2
+    client.set_terminated(created[0], "FINISHED")  # later, the same study gets more trials
+    assert search.parent_run(cfg, create) == created[0]
+    assert client.get_run(created[0]).info.status == "RUNNING" and len(created) == 1
+    client.delete_run(created[0])  # deleted by hand: a new parent
+    assert search.parent_run(cfg, create) == created[1] != created[0]
+
+
 def test_pruned_and_failed_jobs_become_pruned_and_failed_trials(tmp_path):
     sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=2", status="PRUNED")
     sweeper.sweep([])
