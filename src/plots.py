@@ -1,10 +1,12 @@
 """Figures, drawn with matplotlib's object API (no pyplot, no display needed)."""
 
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from src.files import atomic_path
 
@@ -196,4 +198,36 @@ def sweep_lines(points: list[dict], path: str | Path) -> None:
         title=f"Test accuracy against bottleneck size ({_seeds(points)})",
     )
     ax.legend(title="dropout")
+    _save(fig, path)
+
+
+def label_budget(budget: list[dict], path: str | Path) -> None:
+    """Test accuracy against labels per class (log axis; "all" at the training images per
+    class), one line per method (src.stats.label_budget) with 95 % CI bars, drawn slightly
+    apart so that the bars do not hide each other."""
+    lines: dict[tuple, list[dict]] = defaultdict(list)
+    for b in budget:
+        lines[(b["setting"], b["method"])].append(b)
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    for i, ((setting, method), rows) in enumerate(lines.items()):
+        rows = sorted(rows, key=lambda b: b["x"])
+        x = np.array([b["x"] for b in rows]) * 1.05 ** (i - (len(lines) - 1) / 2)
+        mean = np.array([b["test_accuracy_mean"] for b in rows])
+        low = np.array([b["test_accuracy_ci_low"] for b in rows])
+        high = np.array([b["test_accuracy_ci_high"] for b in rows])
+        ax.errorbar(x, mean, yerr=np.nan_to_num([mean - low, high - mean]), marker="o",
+                    capsize=3, label=f"{method} ({setting})" if setting else method)  # fmt: skip
+    ticks = sorted({(b["x"], str(b["labels_per_class"])) for b in budget})
+    ax.set_xscale("log")
+    ax.set_xticks([t[0] for t in ticks],
+                  [f"all\n({t[0]:.0f})" if t[1] == "all" else t[1] for t in ticks])  # fmt: skip
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(
+        xlabel="labelled training images per class",
+        ylabel="test accuracy",
+        title=f"Test accuracy against the label budget ({_seeds(budget)})",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(title="method", loc="lower right")
     _save(fig, path)

@@ -1,5 +1,8 @@
 """Hydra callback for `python -m src.train ... -m`: one parent MLflow run per sweep, a summary
-(CSV, heatmap, accuracy-vs-bottleneck plot, terminal table) and the champion model."""
+(CSV, heatmap, accuracy-vs-bottleneck plot, terminal table; the label-budget curve when the
+sweep varies classify.labels_per_class) and the champion model.
+
+A point is a setting of every key the sweep varies except `seed`; its seeds are repeats."""
 
 import atexit
 import contextlib
@@ -9,6 +12,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +51,42 @@ def is_swept(override: str) -> bool:
     )
 
 
+def swept_keys(config: DictConfig) -> list[str]:
+    """The config keys a sweep varies: command-line overrides with several values, and
+    hydra.sweeper.params (a preset's grid, a search's space) unless the command line fixes them."""
+    from src import search
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    task = config.hydra.overrides.task
+    keys = [key(o) for o in task if is_swept(o)]
+    fixed = {key(o) for o in task if not is_swept(o)}  # the command line wins over the params
+    keys += [k for k in search.flat_params(config.hydra.sweeper.get("params"))
+             if k not in keys and k not in fixed]  # fmt: skip
+    return [k for k in keys if not k.startswith("hydra.")]
+
+
+def point_keys(swept: list[str]) -> list[str]:
+    """A point's identity: bottleneck, dropout and every other swept key but seed."""
+    return [*stats.POINT_KEYS, *(k for k in swept if k not in (*stats.POINT_KEYS, "seed"))]
+
+
+def override_values(overrides: list[str]) -> dict[str, Any]:
+    """{key: value} of a job's overrides, typed as Hydra reads them (null, false, 0.5, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job folder of the sweep, from its result.json (missing: the job crashed)."""
+    """One row per job folder of the sweep: its overrides' values and its result.json (missing:
+    the job crashed)."""
     rows = []
     jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
     for job in sorted(jobs, key=lambda p: int(p.name) if p.name.isdigit() else p.name):
         overrides = yaml.safe_load((job / ".hydra/overrides.yaml").read_text()) or []
-        row = {"point": ",".join(overrides) or job.name}
+        row = {"point": ",".join(overrides) or job.name, **override_values(overrides)}
         if (job / "result.json").is_file():
             row.update(json.loads((job / "result.json").read_text()))
         else:  # the job died before writing its result
@@ -69,6 +102,22 @@ POINT_COLUMNS = [
     "seeds",
     *(f"{m}_{s}" for m in stats.METRICS for s in ("mean", "ci_low", "ci_high")),
 ]
+BUDGET_COLUMNS = [
+    "setting",
+    "labels_per_class",
+    "x",
+    "method",
+    "n",
+    "seeds",
+    *(f"test_accuracy_{s}" for s in ("mean", "ci_low", "ci_high")),
+]
+
+
+def with_keys(columns: list[str], keys: list[str]) -> list[str]:
+    """`columns` with the point's keys other than bottleneck and dropout after "dropout"."""
+    extra = [k for k in keys if k not in columns]
+    i = columns.index("dropout") + 1
+    return [*columns[:i], *extra, *columns[i:]]
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str] = COLUMNS) -> None:
@@ -86,18 +135,32 @@ def short_number(value: str) -> str:
         return value
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def as_text(value: Any) -> str:
+    """A config value as it is written on the command line: null, true, 0.5."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return short_number(str(value))
+
+
+def _extra(row: dict[str, Any], extra: list[str]) -> str:
+    """The values of the point's other keys, each in a column as wide as its key."""
+    return "".join(f" {as_text(row.get(k)):>{len(k)}}" for k in extra)
+
+
+def table(rows: list[dict[str, Any]], keys: Sequence[str] = stats.POINT_KEYS) -> str:
     """A short fixed-width table of the runs for the terminal."""
+    extra = [k for k in keys if k not in stats.POINT_KEYS]
     lines = [
-        f"{'bottleneck':>10} {'dropout':>7} {'seed':>5} {'val acc':>8} {'test acc':>8} "
-        f"{'loss':>7} {'recon mse':>9} {'seconds':>7}  status"
+        f"{'bottleneck':>10} {'dropout':>7}{''.join(f' {k}' for k in extra)} {'seed':>5} "
+        f"{'val acc':>8} {'test acc':>8} {'loss':>7} {'recon mse':>9} {'seconds':>7}  status"
     ]
     for r in rows:
         if r["status"] == "FINISHED":
             lines.append(
-                f"{r['bottleneck']:>10} {short_number(str(r['dropout'])):>7} {r['seed']:>5} "
-                f"{r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} {r['test_loss']:>7.4f} "
-                f"{r['test_reconstruction_mse']:>9.5f} {r['train_seconds']:>7.1f}  FINISHED"
+                f"{r['bottleneck']:>10} {short_number(str(r['dropout'])):>7}{_extra(r, extra)} "
+                f"{r['seed']:>5} {r['val_accuracy']:>8.4f} {r['test_accuracy']:>8.4f} "
+                f"{r['test_loss']:>7.4f} {r['test_reconstruction_mse']:>9.5f} "
+                f"{r['train_seconds']:>7.1f}  FINISHED"
             )
         else:
             lines.append(f"{r.get('point')}: {r['status']} ({r.get('error')})")
@@ -110,23 +173,47 @@ def _mean_ci(p: dict[str, Any], m: str) -> str:
     return f"{p[f'{m}_mean']:.4f} [{p[f'{m}_ci_low']:.4f}, {p[f'{m}_ci_high']:.4f}]"
 
 
-def points_table(points: list[dict[str, Any]], comparison: dict[str, Any] | None) -> str:
+def points_table(
+    points: list[dict[str, Any]],
+    comparison: dict[str, Any] | None,
+    keys: Sequence[str] = stats.POINT_KEYS,
+) -> str:
     """Per point over seeds: n, mean and 95 % CI; the best point (mean validation accuracy)
     marked; then the paired comparison with the runner-up, or why there is none."""
-    lines = [f"  {'bottleneck':>10} {'dropout':>7} {'n':>3}  {'val acc [95 % CI]':<33} "
-             "test acc [95 % CI]"]  # fmt: skip
+    extra = [k for k in keys if k not in stats.POINT_KEYS]
+    lines = [f"  {'bottleneck':>10} {'dropout':>7}{''.join(f' {k}' for k in extra)} {'n':>3}  "
+             f"{'val acc [95 % CI]':<33} test acc [95 % CI]"]  # fmt: skip
     for i, p in enumerate(points):
         lines.append(
-            f"{'*' if i == 0 else ' '} {p['bottleneck']:>10} {short_number(str(p['dropout'])):>7} "
-            f"{p['n']:>3}  "
+            f"{'*' if i == 0 else ' '} {p['bottleneck']:>10} {short_number(str(p['dropout'])):>7}"
+            f"{_extra(p, extra)} {p['n']:>3}  "
             f"{_mean_ci(p, 'val_accuracy'):<33} {_mean_ci(p, 'test_accuracy')}"
         )
     lines.append("* best point: highest mean validation accuracy (test accuracy is not used)")
-    lines.append(comparison_line(points, comparison))
+    lines.append(comparison_line(points, comparison, keys))
     return "\n".join(lines)
 
 
-def comparison_line(points: list[dict[str, Any]], comparison: dict[str, Any] | None) -> str:
+def point_label(point: dict[str, Any], keys: Sequence[str] = stats.POINT_KEYS) -> str:
+    """bottleneck=32, dropout=0.2, classify.labels_per_class=10: a point in words."""
+    return ", ".join(f"{k}={as_text(point[k])}" for k in keys)
+
+
+def budget_table(budget: list[dict[str, Any]]) -> str:
+    """The label budget for the terminal: one line per labels per class and method."""
+    lines = [f"{'labels/class':>12}  {'method':<32} {'n':>3}  test acc [95 % CI]"]
+    for b in budget:
+        setting = f"  ({b['setting']})" if b["setting"] else ""
+        lines.append(f"{b['labels_per_class']!s:>12}  {b['method']:<32} {b['n']:>3}  "
+                     f"{_mean_ci(b, 'test_accuracy')}{setting}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def comparison_line(
+    points: list[dict[str, Any]],
+    comparison: dict[str, Any] | None,
+    keys: Sequence[str] = stats.POINT_KEYS,
+) -> str:
     if comparison is None:
         return "one point: nothing to compare"
     best, other = points[0], points[1]
@@ -137,19 +224,39 @@ def comparison_line(points: list[dict[str, Any]], comparison: dict[str, Any] | N
         )
     p = comparison["p_value"]
     return (
-        f"best (bottleneck={best['bottleneck']}, dropout={best['dropout']}) vs runner-up "
-        f"(bottleneck={other['bottleneck']}, dropout={other['dropout']}) on {comparison['n']} "
-        f"paired seeds: test accuracy {comparison['difference']:+.4f}, paired t-test "
+        f"best ({point_label(best, keys)}) vs runner-up ({point_label(other, keys)}) on "
+        f"{comparison['n']} paired seeds: test accuracy {comparison['difference']:+.4f}, "
+        "paired t-test "
         + ("p not defined (equal differences)" if math.isnan(p) else f"p = {p:.3g}")
     )
 
 
-def summarize(rows: list[dict[str, Any]]) -> tuple[list[dict], dict | None]:
+def summarize(
+    rows: list[dict[str, Any]], keys: Sequence[str] = stats.POINT_KEYS
+) -> tuple[list[dict], dict | None]:
     """(points over seeds, best first; paired test-accuracy comparison of best vs runner-up)."""
-    points = stats.by_point(rows)
+    points = stats.by_point(rows, keys)
     if len(points) < 2:
         return points, None
-    return points, stats.paired_comparison(rows, points[0], points[1], "test_accuracy")
+    return points, stats.paired_comparison(rows, points[0], points[1], "test_accuracy", keys)
+
+
+def write_label_budget(
+    rows: list[dict[str, Any]], swept: list[str], finetune: bool, folder: Path
+) -> list[dict[str, Any]]:
+    """label_budget.csv and label_budget.png in `folder`: test accuracy of every method per
+    labels per class over seeds (src.stats.label_budget says which points each method comes
+    from; `finetune`: classify.finetune when the sweep does not vary it); one curve per setting
+    of the other swept keys but seed. Returns the CSV's rows."""
+    from src import plots
+
+    settings = [k for k in swept if k not in (stats.LABELS, stats.FINETUNE, "seed")]
+    budget = stats.label_budget(rows, finetune, settings)
+    if budget:
+        write_csv(budget, folder / "label_budget.csv", BUDGET_COLUMNS)
+        plots.label_budget(budget, folder / "label_budget.png")
+        log.info("label budget (%s):\n%s", folder / "label_budget.csv", budget_table(budget))
+    return budget
 
 
 def _champion_stays(client: Any, model_name: str, best: dict[str, Any]) -> str | None:
@@ -174,7 +281,10 @@ def _champion_stays(client: Any, model_name: str, best: dict[str, Any]) -> str |
 
 
 def register_champion(
-    rows: list[dict[str, Any]], points: list[dict[str, Any]], model_name: str
+    rows: list[dict[str, Any]],
+    points: list[dict[str, Any]],
+    model_name: str,
+    keys: Sequence[str] = stats.POINT_KEYS,
 ) -> dict[str, Any] | None:
     """Register the best run of the best point (both chosen on validation accuracy, never on
     test accuracy) as `model_name` with the alias `champion`, if it beats the current champion
@@ -185,13 +295,11 @@ def register_champion(
     if not points:
         return None
     top = points[0]
-    point = (top["bottleneck"], top["dropout"])
+    point = stats.identity(top, keys)
     done = [
         r
         for r in rows
-        if r["status"] == "FINISHED"
-        and r.get("run_id")
-        and (r["bottleneck"], r["dropout"]) == point
+        if r["status"] == "FINISHED" and r.get("run_id") and stats.identity(r, keys) == point
     ]
     if not done:
         return None
@@ -270,10 +378,7 @@ class SweepCallback(Callback):
         from src import search, tracking
 
         self.sweep_dir = Path(config.hydra.sweep.dir)
-        swept = [o.split("=", 1)[0] for o in config.hydra.overrides.task if is_swept(o)]
-        if search.is_search(config):  # run names show the searched values too
-            swept += list(search.flat_params(config.hydra.sweeper.params))
-        os.environ[tracking.SWEPT_KEYS_ENV] = ",".join(swept)
+        os.environ[tracking.SWEPT_KEYS_ENV] = ",".join(swept_keys(config))  # the run names
         if not config.mlflow.enabled:
             return
         from mlflow import MlflowClient
@@ -310,14 +415,23 @@ class SweepCallback(Callback):
 
     def _create_parent(self, client: Any, experiment_id: str, config: DictConfig, key: str) -> str:
         """A new parent run: named by the sweep's overrides, with them as params."""
+        from src import search
+
         run = client.create_run(
             experiment_id,
             run_name=" ".join(config.hydra.overrides.task) or "sweep",
             tags={"sweep": "parent", "sweep_dir": str(self.sweep_dir), "sweep_key": key},
         )
+        logged = set()
         for override in config.hydra.overrides.task:  # the sweep's grid and fixed settings
             k, _, value = override.partition("=")
             client.log_param(run.info.run_id, k.lstrip("+~"), value)
+            logged.add(k.lstrip("+~"))
+        params = config.hydra.sweeper.get("params")
+        if not search.is_search(config):  # a grid from config (a preset), as the command line's
+            for k, value in search.flat_params(params).items():
+                if k not in logged:
+                    client.log_param(run.info.run_id, k, value)
         return run.info.run_id
 
     def end_unfinished(self) -> None:
@@ -341,25 +455,36 @@ class SweepCallback(Callback):
 
         searched = search.is_search(config)  # rows of every trial of the study, all workers
         rows = search.rows(config) if searched else collect(self.sweep_dir)
-        points, comparison = summarize(rows)
-        write_csv(rows, self.sweep_dir / "summary.csv")
-        write_csv(points, self.sweep_dir / "points.csv", POINT_COLUMNS)
-        if points and not searched:  # a search has Optuna's plots instead
+        swept = swept_keys(config)
+        keys = point_keys(swept)
+        points, comparison = summarize(rows, keys)
+        write_csv(rows, self.sweep_dir / "summary.csv", with_keys(COLUMNS, keys))
+        write_csv(points, self.sweep_dir / "points.csv", with_keys(POINT_COLUMNS, keys))
+        # a search has Optuna's plots instead; other swept keys would share a grid cell
+        if points and not searched and keys == list(stats.POINT_KEYS):
             plots.sweep_heatmap(points, self.sweep_dir / "accuracy_heatmap.png")
             plots.sweep_lines(points, self.sweep_dir / "accuracy_vs_bottleneck.png")
-        log.info("sweep summary (%s):\n%s", self.sweep_dir / "summary.csv", table(rows))
+        log.info("sweep summary (%s):\n%s", self.sweep_dir / "summary.csv", table(rows, keys))
         if points:
             log.info("points over seeds (%s):\n%s", self.sweep_dir / "points.csv",
-                     points_table(points, comparison))  # fmt: skip
+                     points_table(points, comparison, keys))  # fmt: skip
+        if stats.LABELS in swept:
+            write_label_budget(rows, swept, bool(config.classify.finetune), self.sweep_dir)
         failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
         if self.parent_run_id:
-            self._finish_parent(config, rows, points, comparison, failed)
+            self._finish_parent(config, rows, points, comparison, failed, keys)
         if failed:
             points = "; ".join(f"{r['point']} ({r.get('error')})" for r in failed)
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep points failed: {points}")
 
     def _finish_parent(
-        self, config: DictConfig, rows: list, points: list, comparison: dict | None, failed: list
+        self,
+        config: DictConfig,
+        rows: list,
+        points: list,
+        comparison: dict | None,
+        failed: list,
+        keys: Sequence[str],
     ) -> None:
         from mlflow import MlflowClient
 
@@ -371,25 +496,27 @@ class SweepCallback(Callback):
             if search.is_search(config):  # the study's best trial and Optuna's plots
                 search.log_study(config, client, run_id)
             names = ("summary.csv", "points.csv", "accuracy_heatmap.png",
-                     "accuracy_vs_bottleneck.png")  # fmt: skip
+                     "accuracy_vs_bottleneck.png", "label_budget.csv",
+                     "label_budget.png")  # fmt: skip
             for name in names:
                 if (self.sweep_dir / name).is_file():
                     client.log_artifact(run_id, str(self.sweep_dir / name), "summary")
             if points:  # the best point, chosen on mean validation accuracy, and its CI
                 top = points[0]
-                point = f"bottleneck={top['bottleneck']} dropout={top['dropout']}"
-                client.set_tag(run_id, "best_point", point)
+                client.set_tag(run_id, "best_point", point_label(top, keys))
                 for key, value in top.items():
                     if key.endswith(("_mean", "_ci_low", "_ci_high")) and not math.isnan(value):
                         client.log_metric(run_id, f"best_{key}", value)
                 client.log_metric(run_id, "best_n_seeds", top["n"])
-                client.log_table(run_id, {c: [p[c] for p in points] for c in POINT_COLUMNS},
+                columns = with_keys(POINT_COLUMNS, keys)
+                client.log_table(run_id, {c: [p[c] for p in points] for c in columns},
                                  "summary/points.json")  # fmt: skip
             if comparison:
-                client.set_tag(run_id, "best_vs_runner_up", comparison_line(points, comparison))
+                client.set_tag(run_id, "best_vs_runner_up",
+                               comparison_line(points, comparison, keys))  # fmt: skip
                 if not math.isnan(comparison["p_value"]):
                     client.log_metric(run_id, "best_vs_runner_up_p_value", comparison["p_value"])
-            best = register_champion(rows, points, config.mlflow.registered_model_name)
+            best = register_champion(rows, points, config.mlflow.registered_model_name, keys)
             if best:  # chosen on validation; its test accuracy is reported, not used
                 client.set_tag(run_id, "champion_run_id", best["run_id"])
                 client.log_metric(run_id, "champion_val_accuracy", best["val_accuracy"])

@@ -164,6 +164,8 @@ def train_point(cfg: DictConfig, out: Path, run_name: str) -> dict[str, Any]:
             "run_id": tracking.active_run_id(),
             "autoencoder_run_id": autoencoder_run_id,
             "data_hash": data_hash,
+            # where "all labels" lies on a sweep's label-budget axis (src.stats.label_budget)
+            "train_images_per_class": len(arrays["y_train"]) / len(arrays["class_names"]),
         }
         tracking.log_dict(result, "result.json")  # what a resumed sweep reads back
     return result

@@ -422,3 +422,131 @@ def test_point_names_show_every_swept_value_briefly(monkeypatch):
     assert train.point_name(overrides) == "b16-d0.5-s1-classify.labels_per_class=10"
     monkeypatch.setenv(tracking.SWEPT_KEYS_ENV, "")
     assert train.point_name(["bottleneck=4", "seed=0"]) == "bottleneck=4,seed=0"
+
+
+def _budget_row(labels, finetune, seed, ae, scratch, pca, raw):
+    return {"status": "FINISHED", "bottleneck": 32, "dropout": 0.2, "seed": seed,
+            "classify.labels_per_class": labels, "classify.finetune": finetune,
+            "val_accuracy": ae, "test_accuracy": ae, "scratch_test_accuracy": scratch,
+            "pca_test_accuracy": pca, "raw_test_accuracy": raw,
+            "train_images_per_class": 5400.0}  # fmt: skip
+
+
+def test_label_budget_csv_and_figure_take_each_method_from_its_points(tmp_path):
+    from matplotlib.image import imread
+    from scipy import stats as scipy_stats
+
+    from src import stats, sweep
+
+    rows = []
+    for labels, base in [(1, 0.3), (10, 0.6), (None, 0.9)]:
+        for seed in (0, 1, 2):
+            d = 0.01 * seed
+            # frozen points: their scratch (trained for the head's epochs only) is not used
+            rows.append(_budget_row(labels, False, seed, base + d, 0.0, base - 0.1 + d, 0.5 + d))
+            rows.append(_budget_row(labels, True, seed, base + 0.05 + d, base + 0.02 + 2 * d,
+                                    0.0, 0.5 + d))  # fmt: skip
+    rows.append({"status": "FAILED", "seed": 3, "classify.labels_per_class": 1})
+    swept = ["classify.labels_per_class", "classify.finetune", "seed"]
+    budget = sweep.write_label_budget(rows, swept, False, tmp_path)
+
+    table = list(csv.DictReader((tmp_path / "label_budget.csv").open()))
+    assert len(table) == len(budget) == 3 * 5  # 3 budgets x 5 methods
+    cell = {(r["labels_per_class"], r["method"]): r for r in table}
+    assert {r["x"] for r in table} == {"1.0", "10.0", "5400.0"}  # "all" at the images per class
+    scratch = cell[("10", "from scratch")]  # from the fine-tuned points only, 3 seeds
+    values = [0.62, 0.64, 0.66]
+    low, high = scipy_stats.t.interval(0.95, 2, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert (scratch["n"], scratch["seeds"]) == ("3", "0 1 2")
+    assert float(scratch["test_accuracy_mean"]) == pytest.approx(0.64)
+    assert float(scratch["test_accuracy_ci_low"]) == pytest.approx(low)
+    assert float(scratch["test_accuracy_ci_high"]) == pytest.approx(high)
+    assert float(cell[("all", "autoencoder, frozen")]["test_accuracy_mean"]) == pytest.approx(0.91)
+    assert float(cell[("all", "autoencoder, fine-tuned")]["test_accuracy_mean"]) == (
+        pytest.approx(0.96)
+    )
+    assert float(cell[("1", "PCA + same head")]["test_accuracy_mean"]) == pytest.approx(0.21)
+    raw = cell[("1", "raw pixels, logistic regression")]  # each seed once, not twice
+    assert raw["n"] == "3" and float(raw["test_accuracy_mean"]) == pytest.approx(0.51)
+    assert imread(tmp_path / "label_budget.png").shape[2] in (3, 4)
+
+    # a sweep of the frozen encoder only: every baseline from its points
+    frozen = [{k: v for k, v in r.items() if k != "classify.finetune"} for r in rows
+              if r.get("classify.finetune") is False]  # fmt: skip
+    only = stats.label_budget(frozen, False)
+    assert {b["method"] for b in only} >= {"from scratch", "autoencoder, frozen"}
+    assert "autoencoder, fine-tuned" not in {b["method"] for b in only}
+    scratch = [b["test_accuracy_mean"] for b in only if b["method"] == "from scratch"]
+    assert scratch == [0.0, 0.0, 0.0]  # the frozen points' own from-scratch runs
+
+
+def test_points_keep_label_budgets_and_finetune_apart():
+    from src import sweep
+
+    rows = [_budget_row(labels, ft, s, v + 0.01 * s, 0, 0, 0)
+            for labels, ft, v in [(1, False, 0.3), (1, True, 0.4), (None, False, 0.9),
+                                  (None, True, 0.95)] for s in (0, 1)]  # fmt: skip
+    keys = sweep.point_keys(["classify.labels_per_class", "classify.finetune", "seed"])
+    assert keys == ["bottleneck", "dropout", "classify.labels_per_class", "classify.finetune"]
+    points, comparison = sweep.summarize(rows, keys)
+    assert len(points) == 4 and all(p["n"] == 2 for p in points)
+    best = points[0]
+    assert (best["classify.labels_per_class"], best["classify.finetune"]) == (None, True)
+    assert comparison["n"] == 2 and comparison["difference"] == pytest.approx(0.05)
+    text = sweep.points_table(points, comparison, keys)
+    assert "classify.labels_per_class=null, classify.finetune=true) vs runner-up" in text
+    assert len(sweep.summarize(rows)[0]) == 1  # bottleneck x dropout alone merges them
+
+
+def test_label_budget_preset_sweeps_24_points_on_3_autoencoders():
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src import sweep
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", ["experiment=mnist_label_budget"], return_hydra_config=True)
+        fixed = compose("train", ["experiment=mnist_label_budget", "seed=0"],
+                        return_hydra_config=True)  # fmt: skip
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    assert len(jobs[0]) == 24
+    assert sweep.swept_keys(cfg) == ["classify.labels_per_class", "classify.finetune", "seed"]
+    assert "seed" not in sweep.swept_keys(fixed)  # the command line's value wins
+    key = train.autoencoder_key(make_cfg("experiment=mnist_label_budget"), "d")
+    for overrides in (["classify.labels_per_class=1"], ["classify.finetune=true"]):
+        assert train.autoencoder_key(make_cfg("experiment=mnist_label_budget", *overrides),
+                                     "d") == key  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_label_budget_sweep_from_a_preset_grid(project):
+    """A grid in a preset's hydra.sweeper.params: the label budget in the sweep folder and on
+    the parent run, one point per budget."""
+    (project / "conf/experiment/tiny_budget.yaml").write_text(
+        "# @package _global_\n"
+        "hydra:\n  sweeper:\n    params:\n      classify.labels_per_class: 2,null\n"
+        "      seed: 0,1\n"
+    )
+    run_cli(project, "-m", "src.train", "experiment=tiny_budget", "pretrain.epochs=1",
+            "classify.epochs=1", "evaluate.tsne_max_samples=100", "-m")  # fmt: skip
+    sweep_dir = next(project.glob("multirun/*/*"))
+    budget = list(csv.DictReader((sweep_dir / "label_budget.csv").open()))
+    assert {(b["labels_per_class"], b["method"]) for b in budget} == {
+        (labels, method) for labels in ("2", "all") for method in (
+            "autoencoder, frozen", "from scratch", "PCA + same head",
+            "raw pixels, logistic regression")
+    }  # fmt: skip
+    assert all(b["n"] == "2" for b in budget)
+    points = list(csv.DictReader((sweep_dir / "points.csv").open()))
+    assert sorted(p["classify.labels_per_class"] for p in points) == ["", "2"]  # null: empty
+    client = mlflow_client(project)
+    parent = next(r for r in _runs(client) if r.data.tags.get("sweep") == "parent")
+    assert parent.data.params["classify.labels_per_class"] == "2,null"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert {"summary/label_budget.csv", "summary/label_budget.png"} <= artifacts
+    children = [r for r in _runs(client)
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]  # fmt: skip
+    assert len(children) == 4 and len({c.data.tags["autoencoder_run_id"] for c in children}) == 2
