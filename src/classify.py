@@ -38,13 +38,18 @@ def head_settings(cfg: DictConfig, n_classes: int) -> dict[str, Any]:
 
 
 def label_settings(cfg: DictConfig) -> dict[str, Any]:
-    """training_labels' settings: which training labels the heads may use."""
+    """training_labels' settings: which training labels the heads may use; and the rounds of
+    self-training after the first training (training.fit_on_labels)."""
     c = cfg.classify
     return {
         "labels_per_class": c.labels_per_class,
         "label_spreading": c.label_spreading,
         "spreading_neighbors": c.spreading_neighbors,
         "seed": cfg.seed,
+        "self_training_rounds": c.self_training_rounds,
+        "self_training_source": c.self_training_source,
+        "self_training_confidence": c.self_training_confidence,
+        "self_training_epochs": c.self_training_epochs,
     }
 
 

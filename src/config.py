@@ -107,6 +107,12 @@ class Classify:
     )
     label_spreading: bool = key(BOOL)
     spreading_neighbors: int = key(POSITIVE, is_positive)
+    self_training_rounds: int = key("a non-negative integer (0 = off)", lambda v: v >= 0)
+    self_training_source: str = key(
+        "predictions or spreading", lambda v: v in ("predictions", "spreading")
+    )
+    self_training_confidence: float = key("a number in [0, 1)", lambda v: 0 <= v < 1)
+    self_training_epochs: int = key(POSITIVE, is_positive)
     augment: Augment = field(default_factory=Augment)
 
 
@@ -231,6 +237,12 @@ def _check_together(cfg: DictConfig) -> None:
             "classify.label_spreading",
             True,
             "false unless classify.labels_per_class is set (it spreads those few labels)",
+        )
+    if c.self_training_rounds and c.labels_per_class is None:
+        raise _not_allowed(
+            "classify.self_training_rounds",
+            c.self_training_rounds,
+            "0 unless classify.labels_per_class is set (it labels the other training images)",
         )
 
 

@@ -62,6 +62,10 @@ def training_recipe(classify: Mapping[str, Any], seed: int) -> str:
         parts.append(
             f"labels_per_class={c['labels_per_class']}{spread if c['label_spreading'] else ''}"
         )
+    if c.get("self_training_rounds"):
+        parts.append(f"{c['self_training_rounds']} rounds of self-training on "
+                     f"{c['self_training_source']} with probability >= "
+                     f"{c['self_training_confidence']}")  # fmt: skip
     return "; ".join(parts)
 
 

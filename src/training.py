@@ -186,18 +186,43 @@ def fit_classifier(
     )  # fmt: skip
     if model is not classifier:  # compiled as if trained whole: evaluate() works on it
         classifier.compile(optimizer=model.optimizer, loss=common["loss"], metrics=["accuracy"])
-    if finetune_epochs:  # unfreeze; fit recompiles, so that it takes effect
-        encoder.trainable = True
-        steps = -(-len(x_train) // batch_size) * finetune_epochs
-        decay = keras.optimizers.schedules.CosineDecay(finetune_learning_rate, steps)  # to 0
+    if finetune_epochs:  # unfreeze
         done = len(history["loss"])  # fewer than epochs when early stopping ended the head's
-        more = fit(
-            classifier, x_train, y_train, (x_val, y_val), learning_rate=decay,
-            rate_key="classify.finetune_learning_rate", initial_epoch=done,
-            epochs=done + finetune_epochs, **common,
+        more = finetune(
+            classifier, encoder, x_train, y_train, (x_val, y_val), trainable=True,
+            epochs=finetune_epochs, learning_rate=finetune_learning_rate, batch_size=batch_size,
+            initial_epoch=done, patience=patience, callbacks=callbacks,
         )  # fmt: skip
         history = {k: v + more[k] for k, v in history.items()}
     return classifier, history
+
+
+def finetune(
+    classifier: keras.Model,
+    encoder: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray],
+    *,
+    trainable: bool,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    initial_epoch: int = 0,
+    patience: int | None = None,
+    callbacks: list | None = None,
+) -> dict[str, list[float]]:
+    """Train the whole classifier, its encoder too if `trainable`, for `epochs` more epochs
+    after `initial_epoch`, from learning_rate cosine-decayed to 0; return the history."""
+    encoder.trainable = trainable  # fit recompiles, so that it takes effect
+    steps = -(-len(x) // batch_size) * epochs
+    decay = keras.optimizers.schedules.CosineDecay(learning_rate, steps)  # to 0
+    return fit(
+        classifier, x, y, validation_data, learning_rate=decay,
+        rate_key="classify.finetune_learning_rate", loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"], initial_epoch=initial_epoch, epochs=initial_epoch + epochs,
+        batch_size=batch_size, patience=patience, callbacks=callbacks,
+    )  # fmt: skip
 
 
 def fit_on_labels(
@@ -209,8 +234,12 @@ def fit_on_labels(
     callbacks: list | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """fit_classifier on the training labels `labels` allows (training_labels' settings): all,
-    a few, or spread from those over the codes. `codes`: the encoder's codes of x_train and
-    x_val when known, used for spreading and for a head on codes."""
+    a few, or spread from those over the codes. Then `self_training_rounds` rounds of
+    self-training: the classifier trains on the known labels and the self_training_labels of
+    the other training images for self_training_epochs from finetune_learning_rate,
+    cosine-decayed to 0, its encoder too unless it stayed frozen (freeze_encoder without
+    fine-tuning). `codes`: the encoder's codes of x_train and x_val when known, used for
+    spreading and for a head on codes."""
     if codes is None and needs_codes(labels, settings):
         codes = encode(encoder, arrays["x_train"]), encode(encoder, arrays["x_val"])
     train_codes = codes[0] if codes is not None else None
@@ -221,18 +250,78 @@ def fit_on_labels(
     x_train = pick(arrays["x_train"])
     if codes is not None:
         codes = (pick(codes[0]), codes[1])
-    return fit_classifier(
+    classifier, history = fit_classifier(
         encoder, x_train, y, arrays["x_val"], arrays["y_val"], **settings, codes=codes,
         callbacks=callbacks,
     )  # fmt: skip
+    for _ in range(labels.get("self_training_rounds", 0)):  # encoder trained unless frozen
+        index, y = self_training_labels(classifier, encoder, arrays, labels)
+        more = finetune(
+            classifier, encoder, arrays["x_train"][index], y, (arrays["x_val"], arrays["y_val"]),
+            trainable=not settings["freeze_encoder"] or settings["finetune_epochs"] > 0,
+            epochs=labels["self_training_epochs"],
+            learning_rate=settings["finetune_learning_rate"],
+            batch_size=settings["batch_size"], initial_epoch=len(history["loss"]),
+            patience=settings["patience"], callbacks=callbacks,
+        )  # fmt: skip
+        history = {k: v + more[k] for k, v in history.items()}
+    return classifier, history
 
 
-def spread_labels(
+def pseudo_labels(
+    probabilities: np.ndarray,
+    classes: np.ndarray,
+    keep: np.ndarray,
+    known: np.ndarray,
+    confidence: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, labels) of the training images a self-training round trains on: the known
+    ones (`keep`, labelled `known`, whatever was predicted) and every other image whose highest
+    class probability (a row of `probabilities`, columns `classes`) is at least `confidence`,
+    labelled with that class."""
+    labels = classes[probabilities.argmax(axis=1)]
+    confident = probabilities.max(axis=1) >= confidence
+    labels[keep], confident[keep] = known, True
+    log.info(
+        "self-training: %d of %d training images labelled (%d known, the others with "
+        "probability >= %g)",
+        confident.sum(),
+        len(labels),
+        len(keep),
+        confidence,
+    )
+    return np.flatnonzero(confident), labels[confident]
+
+
+def self_training_labels(
+    classifier: keras.Model,
+    encoder: keras.Model,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, labels) for a self-training round of a classifier trained on a few labels
+    (labels_per_class): pseudo_labels from its confident predictions
+    (self_training_source=predictions), or from the known labels spread over its encoder's
+    codes, fine-tuned or not (spreading); the known labels kept."""
+    x, y_train = arrays["x_train"], arrays["y_train"]
+    keep = data.labelled_subset(y_train, labels["labels_per_class"], labels["seed"])
+    if labels["self_training_source"] == "spreading":
+        classes, probabilities = spreading_distributions(
+            encode(encoder, x), y_train, keep, labels["spreading_neighbors"]
+        )
+    else:
+        probabilities = classifier.predict(x, batch_size=1024, verbose=0)
+        classes = np.arange(probabilities.shape[1], dtype=y_train.dtype)
+    return pseudo_labels(
+        probabilities, classes, keep, y_train[keep], labels["self_training_confidence"]
+    )
+
+
+def spreading_distributions(
     codes: np.ndarray, y: np.ndarray, keep: np.ndarray, n_neighbors: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Label the other training images from the few in `keep` by label spreading over the k-NN
-    graph of their codes (scikit-learn's LabelSpreading). Returns (indices, labels) of the
-    images the labels reached; the known labels stay as they are."""
+    """(classes, label distributions): label spreading of the labels in `keep` over the k-NN
+    graph of the codes (scikit-learn's LabelSpreading); a row of zeros where none reached."""
     from sklearn.semi_supervised import LabelSpreading
 
     partial = np.full(len(y), -1)
@@ -241,9 +330,19 @@ def spread_labels(
     k = min(n_neighbors, len(codes) - 1)  # tiny datasets
     spreading = LabelSpreading(kernel="knn", n_neighbors=k, alpha=0.8, max_iter=1000)
     spreading.fit(codes.reshape(len(codes), -1), partial)
-    labels = spreading.transduction_.astype(y.dtype)
+    return spreading.classes_.astype(y.dtype), spreading.label_distributions_
+
+
+def spread_labels(
+    codes: np.ndarray, y: np.ndarray, keep: np.ndarray, n_neighbors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label the other training images from the few in `keep` by label spreading over the k-NN
+    graph of their codes (spreading_distributions). Returns (indices, labels) of the images
+    the labels reached; the known labels stay as they are."""
+    classes, distributions = spreading_distributions(codes, y, keep, n_neighbors)
+    labels = classes[distributions.argmax(axis=1)]  # LabelSpreading's transduction_
     labels[keep] = y[keep]
-    reached = spreading.label_distributions_.sum(axis=1) > 0
+    reached = distributions.sum(axis=1) > 0
     reached[keep] = True
     log.info(
         "label spreading: %d known labels reached %d of %d training images",
@@ -262,10 +361,12 @@ def training_labels(
     label_spreading: bool,
     spreading_neighbors: int,
     seed: int,
+    **self_training: Any,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """(indices of the training images a head trains on, or None for all; their labels): all
     labels, the few of labels_per_class, or those spread from them over `codes` (the codes of
-    every training image, needed only for spreading)."""
+    every training image, needed only for spreading). `self_training`: the self_training_*
+    settings, for the rounds after the first training (fit_on_labels), not used here."""
     if labels_per_class is None:
         return None, y_train
     keep = data.labelled_subset(y_train, labels_per_class, seed)
