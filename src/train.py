@@ -176,7 +176,8 @@ SHORT_NAMES = {"bottleneck": "b", "dropout": "d", "seed": "s"}
 
 def point_name(overrides: list[str]) -> str:
     """A sweep point's run name: the values of the keys the sweep varies, short enough for the
-    MLflow UI's run column (b16-d0.5-s1); every override when the sweep varies none."""
+    MLflow UI's run column (b16-d0.5-s1, labels_per_class=10-finetune=True-s0: a dotted key by
+    its last part); every override when the sweep varies none."""
     from src import sweep, tracking
 
     swept = os.environ.get(tracking.SWEPT_KEYS_ENV, "").split(",")
@@ -185,7 +186,8 @@ def point_name(overrides: list[str]) -> str:
         key, _, value = override.partition("=")
         if key in swept:
             value = sweep.short_number(value)
-            parts.append(SHORT_NAMES[key] + value if key in SHORT_NAMES else f"{key}={value}")
+            short = SHORT_NAMES.get(key)
+            parts.append(short + value if short else f"{key.rsplit('.', 1)[-1]}={value}")
     return "-".join(parts) or ",".join(overrides)
 
 

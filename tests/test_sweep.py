@@ -419,7 +419,7 @@ def test_point_names_show_every_swept_value_briefly(monkeypatch):
     )
     overrides = ["bottleneck=16", "dropout=0.5", "seed=1", "classify.labels_per_class=10",
                  "pretrain.epochs=2"]  # fmt: skip
-    assert train.point_name(overrides) == "b16-d0.5-s1-classify.labels_per_class=10"
+    assert train.point_name(overrides) == "b16-d0.5-s1-labels_per_class=10"
     monkeypatch.setenv(tracking.SWEPT_KEYS_ENV, "")
     assert train.point_name(["bottleneck=4", "seed=0"]) == "bottleneck=4,seed=0"
 
