@@ -319,7 +319,9 @@ def register_champion(
     with contextlib.suppress(Exception):  # the old champion's run loses its tag
         old = client.get_model_version_by_alias(model_name, "champion")
         client.delete_tag(old.run_id, "champion")
-    version = mlflow.register_model(models[0].model_uri, model_name)
+    # another worker of the same search may have just registered this run: reuse its version
+    same = client.search_model_versions(f"name = '{model_name}' AND run_id = '{best['run_id']}'")
+    version = same[0] if same else mlflow.register_model(models[0].model_uri, model_name)
     client.set_registered_model_alias(model_name, "champion", version.version)
     client.update_model_version(
         model_name,

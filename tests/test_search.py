@@ -314,6 +314,11 @@ def test_two_workers_share_one_study_on_postgresql(project, postgres, tracking_s
     assert all(c.info.status == "FINISHED" for c in children)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(study.best_value)
+    # both workers finished the parent and checked the champion: one version was registered
+    versions = MlflowClient(tracking_uri=tracking_server).search_model_versions(
+        "name = 'ae-classify-digits'"
+    )
+    assert len(versions) == 1
 
 
 @pytest.mark.e2e
