@@ -94,8 +94,6 @@ def parent_run(config: DictConfig, create: Callable[[], str]) -> str:
     from mlflow import MlflowClient
 
     url, name = study_identity(config)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = rdb_storage(url)
     try:
         study = optuna.create_study(
@@ -109,10 +107,11 @@ def parent_run(config: DictConfig, create: Callable[[], str]) -> str:
     while (run_id := study.user_attrs.get(PARENT_ATTR)) is None and time.monotonic() < deadline:
         time.sleep(0.5)  # a worker that has just made the study is creating the run
     client = MlflowClient()
-    if run_id is None or client.get_run(run_id).info.lifecycle_stage == "deleted":
+    run = client.get_run(run_id).info if run_id is not None else None
+    if run is None or run.lifecycle_stage == "deleted":
         run_id = create()
         study.set_user_attr(PARENT_ATTR, run_id)
-    elif client.get_run(run_id).info.status != "RUNNING":  # resumed, or more trials
+    elif run.status != "RUNNING":  # resumed, or more trials
         client.update_run(run_id, status="RUNNING")
     return run_id
 
@@ -190,11 +189,14 @@ def seeded_per_trial(factory: Callable[..., Any], seed: int) -> Any:
 
 
 def rdb_storage(url: str, **kwargs: Any) -> Any:
-    """Optuna's RDBStorage on `url`. Workers that start together on a new database race to
-    create its tables; the loser tries again once they exist."""
+    """Optuna's RDBStorage on `url` (an SQLite file's folder made first). Workers that start
+    together on a new database race to create its tables; the loser tries again once they
+    exist."""
     from optuna.storages import RDBStorage
     from sqlalchemy.exc import SQLAlchemyError
 
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         try:
             return RDBStorage(url, **kwargs)
@@ -284,8 +286,6 @@ class OptunaSweeper(Sweeper):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         space, fixed = self.search_space(arguments)
         url, name = study_identity(self.config)
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
         storage = rdb_storage(url, **self.heartbeat, heartbeat_stale_trial_callback=self.lost)
         sampler = self.sampler

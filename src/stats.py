@@ -142,8 +142,9 @@ def label_budget(
             if r.get(FINETUNE, finetune) == source or (baseline and source not in present):
                 groups[(identity(r, settings), r.get(LABELS), method)].append(r)
     per_class = [r["train_images_per_class"] for r in done if "train_images_per_class" in r]
-    all_x = float(np.mean(per_class)) if per_class else math.nan
-    if not per_class:  # results from before the count was recorded: a decade above the rest
+    if per_class:
+        all_x = float(np.mean(per_class))
+    else:  # results from before the count was recorded: a decade above the rest
         counts = [r[LABELS] for r in done if isinstance(r.get(LABELS), int)]
         all_x = 10.0 * max(counts, default=1)
     budget = []
