@@ -161,7 +161,7 @@ def run_seed(seed: int, overrides: list[str]) -> list[dict[str, Any]]:
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One line per recipe, in chain order: mean and 95 % interval over the seeds."""
-    from src.stats import interval
+    from src.sweeps.summary import interval
 
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     out = []
@@ -224,7 +224,7 @@ def main() -> None:
         rows += seed_rows
 
     print(f"\n{PRESET} {' '.join(args.overrides)}; seeds {' '.join(map(str, args.seeds))}")
-    print("mean [95 % interval] over the seeds (Student's t, src/stats.py)\n")
+    print("mean [95 % interval] over the seeds (Student's t, src/sweeps/summary.py)\n")
     print(
         "| recipe | n | small val accuracy (100 images, chooses) | test accuracy (10000) | "
         "test per seed | pseudo-labels right (diagnostic) | labels trained on | step time | "

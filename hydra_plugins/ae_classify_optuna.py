@@ -1,8 +1,8 @@
 """Hydra instantiates sweepers only from the `hydra_plugins` namespace package: this module
-puts src.search's Optuna sweeper there for conf/hydra/sweeper/optuna.yaml."""
+puts src.sweeps.optuna_sweeper's sweeper there for conf/hydra/sweeper/optuna.yaml."""
 
-from src.search import OptunaSweeper as _OptunaSweeper
+from src.sweeps.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 
 
 class OptunaSweeper(_OptunaSweeper):
-    """src.search.OptunaSweeper, where Hydra looks for it."""
+    """src.sweeps.optuna_sweeper.OptunaSweeper, where Hydra looks for it."""

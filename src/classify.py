@@ -10,7 +10,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src import cli
-from src.files import NO_MEMO, Memo
+from src.cache import NO_CACHE, Cache
+from src.files import Outputs
 from src.runtime import UserError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def label_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def scratch_classifier(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], labels: dict, settings: dict, memo: Memo
+    cfg: DictConfig, arrays: dict[str, np.ndarray], labels: dict, settings: dict, cache: Cache
 ) -> Any:
     """The from-scratch baseline (baselines.fit_scratch_classifier). It does not depend on the
     autoencoder, so src.train caches its weights and rebuilds it around them."""
@@ -70,7 +71,7 @@ def scratch_classifier(
 
     inputs = {"model": OmegaConf.to_container(cfg.model), "bottleneck": cfg.bottleneck,
               **labels, **settings}  # fmt: skip
-    weights = memo("scratch", inputs, fit, code=("baselines.py", "training.py", "models.py"))
+    weights = cache.arrays("scratch", inputs, fit)  # keyed by classify's import closure
     _, encoder = models.build(cfg.model, arrays["x_train"].shape[1:], cfg.bottleneck)
     s = settings
     model = models.build_classifier(
@@ -89,69 +90,108 @@ def preprocessing_record(arrays: dict[str, np.ndarray]) -> dict[str, list]:
     }
 
 
+def load_encoder(cfg: DictConfig, out: Path) -> Any:
+    """The pretrained encoder under `out`, checked against cfg.bottleneck."""
+    from src import models
+
+    encoder = models.load(out / cfg.paths.encoder)
+    if encoder.output_shape[-1] != cfg.bottleneck:
+        raise UserError(
+            f"encoder {out / cfg.paths.encoder} has {encoder.output_shape[-1]} "
+            f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
+        )
+    return encoder
+
+
+def fit_classifier(
+    cfg: DictConfig, arrays: dict, out: Path, encoder: Any, cache: Cache, callbacks: list | None
+) -> tuple[Any, dict[str, list[float]]]:
+    """(classifier, history): the head on the encoder, trained on the labels cfg allows; the
+    encoder's codes come from `cache` when the head trains on them."""
+    from src import files, tracking, training
+
+    settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
+    codes = None
+    if training.needs_codes(labels, settings):
+        codes = cache.arrays(
+            "codes", {"encoder": files.file_md5(out / cfg.paths.encoder)},
+            lambda: {s: training.encode(encoder, arrays[f"x_{s}"]) for s in ("train", "val")},
+        )  # fmt: skip
+        codes = codes["train"], codes["val"]
+    callbacks = [*tracking.callbacks("classify/"), *(callbacks or [])]
+    classifier, history = training.fit_on_labels(  # the autoencoder saw every image
+        encoder, arrays, labels, settings, codes, callbacks
+    )
+    log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
+    return classifier, history
+
+
+def fit_baselines(cfg: DictConfig, arrays: dict, cache: Cache) -> dict[str, Any]:
+    """The PCA (from `cache`) with the same head, and the same network from scratch; with
+    their validation accuracies."""
+    from src import baselines
+
+    settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
+    log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
+    pca = cache.arrays(
+        "pca", {"bottleneck": cfg.bottleneck},
+        lambda: baselines.fit_pca(arrays["x_train"], cfg.bottleneck),
+    )  # fmt: skip
+    pca_classifier = baselines.fit_pca_classifier(pca, arrays, labels, settings)
+    _, pca_val_accuracy = pca_classifier.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
+    log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)
+    log.info("training the from-scratch baseline: the same network, randomly initialised")
+    scratch = scratch_classifier(cfg, arrays, labels, settings, cache)
+    scratch_val_predicted = scratch.predict(arrays["x_val"], verbose=0).argmax(axis=1)
+    scratch_val_accuracy = float(np.mean(scratch_val_predicted == arrays["y_val"]))
+    log.info("from-scratch baseline val accuracy %.4f", scratch_val_accuracy)
+    return {"pca": pca, "pca_classifier": pca_classifier, "scratch": scratch,
+            "metrics": {"pca_val_accuracy": pca_val_accuracy,
+                        "scratch_val_accuracy": scratch_val_accuracy}}  # fmt: skip
+
+
+def save(cfg: DictConfig, arrays: dict, staged: Outputs, fitted: dict[str, Any]) -> None:
+    """Write the classifier, the baselines, the PCA, the preprocessing record and the history
+    to their staged paths; log the history, the servable classifier and the baselines' val
+    accuracies."""
+    from src import baselines, data, files, models, serving, tracking
+
+    p = cfg.paths
+    record = preprocessing_record(arrays)  # what src.predict needs to feed it new images
+    classifier = fitted["classifier"]
+    models.save(classifier, staged(p.classifier))
+    files.write_json(staged(p.preprocessing), record)  # = predict.preprocessing_path
+    baselines.save_pca(fitted["pca"], staged(p.pca))
+    models.save(fitted["pca_classifier"], staged(p.pca_classifier))
+    models.save(fitted["scratch"], staged(p.scratch_classifier))
+    data.save_history(fitted["history"], staged(p.classify_history))
+    tracking.log_artifact(staged(p.classify_history))
+    serving.log_classifier(classifier, record, arrays["x_val"])  # serves raw pixels
+    tracking.log_metrics(fitted["metrics"])
+
+
 def run(
     cfg: DictConfig,
     arrays: dict[str, np.ndarray],
     out: Path = Path("."),
-    memo: Memo = NO_MEMO,
+    cache: Cache = NO_CACHE,
     callbacks: list | None = None,
 ) -> None:
-    """Train the classifier on the encoder under `out` and the PCA baseline; write both, the
-    PCA, the preprocessing record and the history under `out` together. `memo` reuses the
-    encoder's codes and the PCA from earlier runs (src.train); `callbacks` are added to the
-    classifier's training (a search trial's pruning, src.search)."""
-    from src import baselines, data, files, models, serving, tracking, training
+    """Train the classifier on the encoder under `out` and the PCA and from-scratch baselines;
+    write the three, the PCA, the preprocessing record and the history under `out` together.
+    `cache` reuses the encoder's codes, the PCA and the from-scratch baseline from earlier runs
+    (src.train); `callbacks` are added to the classifier's training (a search trial's pruning,
+    src.sweeps.job)."""
+    from src import files
 
     p = cfg.paths
-    encoder = models.load(out / p.encoder)
-    if encoder.output_shape[-1] != cfg.bottleneck:
-        raise UserError(
-            f"encoder {out / p.encoder} has {encoder.output_shape[-1]} "
-            f"outputs but bottleneck={cfg.bottleneck}: rerun pretrain"
-        )
-    settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
+    encoder = load_encoder(cfg, out)
     names = [p.classifier, p.preprocessing, p.pca, p.pca_classifier, p.scratch_classifier,
              p.classify_history]  # fmt: skip
     with files.outputs(out, names) as staged:
-        codes = None
-        if training.needs_codes(labels, settings):
-            codes = memo(
-                "codes", {"encoder": files.file_md5(out / p.encoder)},
-                lambda: {s: training.encode(encoder, arrays[f"x_{s}"]) for s in ("train", "val")},
-                code=("training.py",),
-            )  # fmt: skip
-            codes = codes["train"], codes["val"]
-        callbacks = [*tracking.callbacks("classify/"), *(callbacks or [])]
-        classifier, history = training.fit_on_labels(  # the autoencoder saw every image
-            encoder, arrays, labels, settings, codes, callbacks
-        )
-        log.info("classifier val accuracy %.4f", history["val_accuracy"][-1])
-        log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
-        pca = memo(
-            "pca", {"bottleneck": cfg.bottleneck},
-            lambda: baselines.fit_pca(arrays["x_train"], cfg.bottleneck), code=("baselines.py",),
-        )  # fmt: skip
-        baseline = baselines.fit_pca_classifier(pca, arrays, labels, settings)
-        _, pca_val_accuracy = baseline.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
-        log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)
-        log.info("training the from-scratch baseline: the same network, randomly initialised")
-        scratch = scratch_classifier(cfg, arrays, labels, settings, memo)
-        scratch_val_predicted = scratch.predict(arrays["x_val"], verbose=0).argmax(axis=1)
-        scratch_val_accuracy = float(np.mean(scratch_val_predicted == arrays["y_val"]))
-        log.info("from-scratch baseline val accuracy %.4f", scratch_val_accuracy)
-
-        record = preprocessing_record(arrays)  # what src.predict needs to feed it new images
-        models.save(classifier, staged(p.classifier))
-        files.write_json(staged(p.preprocessing), record)  # = predict.preprocessing_path
-        baselines.save_pca(pca, staged(p.pca))
-        models.save(baseline, staged(p.pca_classifier))
-        models.save(scratch, staged(p.scratch_classifier))
-        data.save_history(history, staged(p.classify_history))
-        tracking.log_artifact(staged(p.classify_history))
-        serving.log_classifier(classifier, record, arrays["x_val"])  # serves raw pixels
-        tracking.log_metrics(
-            {"pca_val_accuracy": pca_val_accuracy, "scratch_val_accuracy": scratch_val_accuracy}
-        )
+        classifier, history = fit_classifier(cfg, arrays, out, encoder, cache, callbacks)
+        baselines = fit_baselines(cfg, arrays, cache)
+        save(cfg, arrays, staged, {"classifier": classifier, "history": history, **baselines})
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -7,7 +7,7 @@ composes conf/ without importing this project.
 """
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -261,16 +261,28 @@ def validate(cfg: DictConfig) -> DictConfig:
     return typed
 
 
-def select_params(cfg: DictConfig, keys: list[str]) -> dict[str, Any]:
-    """Flatten the config sections named in `keys` into dotted names, as MLflow params."""
-    out: dict[str, Any] = {}
-    for k in keys:
-        value = OmegaConf.select(cfg, k)
-        if isinstance(value, DictConfig):
-            out.update(select_params(cfg, [f"{k}.{sub}" for sub in value]))
+def flatten(mapping: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested sections (a DictConfig, resolved, or a dict) as dotted keys with plain values:
+    {"a": {"b": 1, "c": [2]}} -> {"a.b": 1, "a.c": [2]}; `prefix` goes before every key."""
+    if isinstance(mapping, DictConfig):
+        mapping = OmegaConf.to_container(mapping, resolve=True)
+    flat: dict[str, Any] = {}
+    for name, value in (mapping or {}).items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{name}."))
+        elif isinstance(value, ListConfig):
+            flat[f"{prefix}{name}"] = OmegaConf.to_container(value, resolve=True)
         else:
-            out[k] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-    return out
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def select_params(cfg: DictConfig, keys: list[str]) -> dict[str, Any]:
+    """The config sections and keys named in `keys`, flattened to dotted names: MLflow params."""
+    params: dict[str, Any] = {}
+    for k in keys:
+        params.update(flatten({k: OmegaConf.select(cfg, k)}))
+    return params
 
 
 def config_hash(cfg: DictConfig) -> str:

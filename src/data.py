@@ -149,68 +149,45 @@ def scale(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(x, 0, 1, out=x)
 
 
+def stratified(
+    x: np.ndarray, y: np.ndarray, size: float, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x kept, x taken, y kept, y taken): a seeded stratified `size` fraction taken out;
+    `what` ("300 samples with dataset.test_size=...") names the input in the error."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(x, y, test_size=size, stratify=y, random_state=seed)
+    except ValueError as e:
+        raise UserError(f"cannot split {what}: {e}") from None
+
+
 def split(
-    x: np.ndarray, y: np.ndarray, test_size: float, val_size: float, seed: int
+    arrays: dict[str, np.ndarray], test_size: float | None, val_size: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Stratified train/val/test split; sizes are fractions of all samples."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            x, y, test_size=test_size, stratify=y, random_state=seed
+    """Stratified train/val/test split. Data with its own test set (x_train, ..., y_test) keeps
+    it and gives val_size of its training images to validation; data with only x and y gives
+    test_size of all samples to test, then val_size of all samples to validation."""
+    if "x_train" in arrays:
+        what = f"{len(arrays['y_train'])} training samples with dataset.val_size={val_size}"
+        x, y, val_fraction = arrays["x_train"], arrays["y_train"], val_size
+    else:
+        what = (
+            f"{len(arrays['x'])} samples with dataset.test_size={test_size} "
+            f"and dataset.val_size={val_size}"
         )
-        x_train, x_val, y_train, y_val = train_test_split(
-            x_rest,
-            y_rest,
-            test_size=val_size / (1 - test_size),
-            stratify=y_rest,
-            random_state=seed,
-        )
-    except ValueError as e:
-        raise UserError(
-            f"cannot split {len(x)} samples with dataset.test_size={test_size} "
-            f"and dataset.val_size={val_size}: {e}"
-        ) from None
-    return {
-        "x_train": x_train,
-        "y_train": y_train,
-        "x_val": x_val,
-        "y_val": y_val,
-        "x_test": x_test,
-        "y_test": y_test,
-    }
+        x, x_test, y, y_test = stratified(arrays["x"], arrays["y"], test_size, seed, what)
+        val_fraction = val_size / (1 - test_size)
+    x_train, x_val, y_train, y_val = stratified(x, y, val_fraction, seed, what)
+    parts = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+    if "x_train" in arrays:  # x_test and y_test stay where they are (the .npz's array order)
+        return {**arrays, **parts}
+    return {**parts, "x_test": x_test, "y_test": y_test}
 
 
-def split_val(arrays: dict[str, np.ndarray], val_size: float, seed: int) -> dict[str, np.ndarray]:
-    """Carve a stratified validation set (a fraction of train) from data with its own test set."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        x_train, x_val, y_train, y_val = train_test_split(
-            arrays["x_train"],
-            arrays["y_train"],
-            test_size=val_size,
-            stratify=arrays["y_train"],
-            random_state=seed,
-        )
-    except ValueError as e:
-        raise UserError(
-            f"cannot split {len(arrays['y_train'])} training samples with "
-            f"dataset.val_size={val_size}: {e}"
-        ) from None
-    return {**arrays, "x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
-
-
-def prepare(
-    name: str,
-    test_size: float | None,
-    val_size: float,
-    seed: int,
-    path: str | None = None,
-    class_names: list[str] | None = None,
-) -> dict[str, np.ndarray]:
-    """Load, check, split and scale a dataset into the arrays that `save` writes."""
-    raw, names = load_dataset(name, path, class_names)
+def checked_pixel_range(raw: dict[str, np.ndarray], names: list[str]) -> tuple[float, float]:
+    """Give grey images a channel axis (in `raw`), check every image/label pair and that train
+    and test images have the same shape; return the pixel range over all images."""
     parts = ("train", "test") if "x_train" in raw else ("",)
     for part in parts:
         xk = f"x_{part}" if part else "x"
@@ -223,17 +200,14 @@ def prepare(
             f"{raw['x_test'].shape[1:]}: train and test images must have the same shape"
         )
     xs = [raw[f"x_{p}" if p else "x"] for p in parts]
-    lo, hi = float(min(x.min() for x in xs)), float(max(x.max() for x in xs))
-    if "x_train" in raw:
-        arrays = split_val(raw, val_size, seed)
-    elif test_size is None:
-        raise UserError(
-            f"dataset.test_size is null but {path} has no test split (only x and y): "
-            "set dataset.test_size to a fraction"
-        )
-    else:
-        arrays = split(raw["x"], raw["y"], test_size, val_size, seed)
-    del raw, xs
+    return float(min(x.min() for x in xs)), float(max(x.max() for x in xs))
+
+
+def scaled(
+    arrays: dict[str, np.ndarray], names: list[str], lo: float, hi: float
+) -> dict[str, np.ndarray]:
+    """The split arrays with pixels scaled from [lo, hi] to [0, 1], int64 labels, the class
+    names (the label numbers when none are given) and the pixel range (in place)."""
     if not names:  # no class names given: the labels themselves
         names = [str(c) for c in range(max(int(arrays[f"y_{s}"].max()) for s in SPLITS) + 1)]
     for s in SPLITS:
@@ -241,6 +215,28 @@ def prepare(
         arrays[f"y_{s}"] = arrays[f"y_{s}"].astype(np.int64)
     arrays["class_names"] = np.array(names)
     arrays["pixel_range"] = np.array([lo, hi], dtype=np.float32)
+    return arrays
+
+
+def prepare(
+    name: str,
+    test_size: float | None,
+    val_size: float,
+    seed: int,
+    path: str | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Load, check, split and scale a dataset into the arrays that `save` writes."""
+    raw, names = load_dataset(name, path, class_names)
+    lo, hi = checked_pixel_range(raw, names)
+    if "x_train" not in raw and test_size is None:
+        raise UserError(
+            f"dataset.test_size is null but {path} has no test split (only x and y): "
+            "set dataset.test_size to a fraction"
+        )
+    arrays = split(raw, test_size, val_size, seed)
+    del raw  # the unsplit images, before scaling makes float32 copies
+    arrays = scaled(arrays, names, lo, hi)
     shapes = {s: arrays[f"x_{s}"].shape for s in SPLITS}
     log.info("prepared %s, pixels %g..%g scaled to [0, 1]: %s", name, lo, hi, shapes)
     return arrays

@@ -11,14 +11,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src import cli
-from src.files import NO_MEMO, Memo
+from src.cache import NO_CACHE, Cache
+from src.files import Outputs
 
 log = logging.getLogger(__name__)
 
 PARAMS = ["bottleneck", "dropout", "seed", "classify", "evaluate", "dataset.name"]
 
 
-def raw_baseline(cfg: DictConfig, arrays: dict[str, np.ndarray], memo: Memo) -> np.ndarray:
+def raw_baseline(cfg: DictConfig, arrays: dict[str, np.ndarray], cache: Cache) -> np.ndarray:
     """Test predictions of the raw-pixel baseline, trained on the labels the classifiers get.
     It needs only the data and those labels: src.train computes it while the networks train."""
     from src import baselines, data
@@ -31,11 +32,11 @@ def raw_baseline(cfg: DictConfig, arrays: dict[str, np.ndarray], memo: Memo) -> 
         return {"predicted": model.predict(baselines.flat(arrays["x_test"]))}
 
     labels = {"labels_per_class": n, "seed": cfg.seed if n is not None else None}
-    return memo("raw-baseline", labels, raw, code=("baselines.py", "data.py"))["predicted"]
+    return cache.arrays("raw-baseline", labels, raw)["predicted"]
 
 
 def compare(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, loaded: dict, memo: Memo
+    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, loaded: dict, cache: Cache
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(metrics, predicted test labels per method) of the classifier and both baselines."""
     from src import baselines, metrics, models
@@ -50,7 +51,7 @@ def compare(
     preds = {
         "autoencoder": predicted,
         "pca": models.load(out / p.pca_classifier).predict(x_test, verbose=0).argmax(axis=1),
-        "raw": raw_baseline(cfg, arrays, memo),
+        "raw": raw_baseline(cfg, arrays, cache),
         "scratch": models.load(out / p.scratch_classifier).predict(x_test, verbose=0).argmax(1),
     }
     accuracy = {name: metrics.accuracy(y_test, pred) for name, pred in preds.items()}
@@ -72,7 +73,7 @@ def compare(
 
 
 def code_maps(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], loaded: dict, memo: Memo
+    cfg: DictConfig, arrays: dict[str, np.ndarray], loaded: dict, cache: Cache
 ) -> dict[str, Any]:
     """t-SNE maps of a random subset of the test images' codes (the pretrained encoder's and
     the PCA's), and the k-NN accuracy on each map."""
@@ -88,13 +89,12 @@ def code_maps(
     codes = {"autoencoder": encoder.predict(x, verbose=0), "pca": baselines.pca_codes(pca, x)}
     inputs = {"autoencoder": {"autoencoder": loaded["autoencoder_md5"]},
               "pca": {"bottleneck": cfg.bottleneck}}  # fmt: skip
-    code = {"autoencoder": ("metrics.py",), "pca": ("metrics.py", "baselines.py")}
     # Each map runs on one thread (benchmarks/README.md): both at once use both cores. The
     # limit is process-wide: set once around both, so that neither thread lifts the other's.
     with threadpool_limits(1), ThreadPoolExecutor(2) as pool:
         futures = {
-            m: pool.submit(memo, f"tsne-{m}", {**which, **inputs[m]},
-                           lambda m=m: {"map": metrics.tsne_map(codes[m], cfg.seed)}, code[m])
+            m: pool.submit(cache.arrays, f"tsne-{m}", {**which, **inputs[m]},
+                           lambda m=m: {"map": metrics.tsne_map(codes[m], cfg.seed)})
             for m in ("autoencoder", "pca")
         }  # fmt: skip
     maps = {m: f.result()["map"] for m, f in futures.items()}
@@ -145,50 +145,73 @@ def draw(cfg: DictConfig, arrays: dict, out: Path, figures: Path, ev: dict) -> N
     )
 
 
-def run(
-    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path("."), memo: Memo = NO_MEMO
-) -> dict[str, float]:
-    """Evaluate the classifiers and baselines under `out`; write metrics, tables, figures and
-    report under `out` together; log them."""
-    from src import baselines, files, metrics, models, report, tracking
+def evaluation(
+    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path, cache: Cache
+) -> dict[str, Any]:
+    """Everything the outputs show: metrics, predictions, per-class accuracy, t-SNE maps, and
+    the autoencoder and PCA they came from."""
+    from src import baselines, files, metrics, models
 
-    p, y_test = cfg.paths, arrays["y_test"]
+    p = cfg.paths
     loaded = {
         "autoencoder": models.load(out / p.autoencoder),
         "autoencoder_md5": files.file_md5(out / p.autoencoder),
         "pca": baselines.load_pca(out / p.pca),
     }
-    scores, predicted = compare(cfg, arrays, out, loaded, memo)
-    maps = code_maps(cfg, arrays, loaded, memo)
-    autoencoder, pca = loaded["autoencoder"], loaded["pca"]
+    scores, predicted = compare(cfg, arrays, out, loaded, cache)
+    maps = code_maps(cfg, arrays, loaded, cache)
     scores.update(
         latent_knn_accuracy=maps["knn"]["autoencoder"], pca_latent_knn_accuracy=maps["knn"]["pca"]
     )
-    names = [str(c) for c in arrays["class_names"]]
+    n_classes = len(arrays["class_names"])
     per_class = {
-        k: metrics.per_class_accuracy(y_test, pred, len(names)) for k, pred in predicted.items()
+        k: metrics.per_class_accuracy(arrays["y_test"], pred, n_classes)
+        for k, pred in predicted.items()
     }
+    return {"metrics": scores, "predicted": predicted, "per_class": per_class, "maps": maps,
+            "autoencoder": loaded["autoencoder"], "pca": loaded["pca"]}  # fmt: skip
+
+
+def write(cfg: DictConfig, arrays: dict, out: Path, staged: Outputs, ev: dict) -> None:
+    """Figures, predictions, per-class accuracy, metrics and the report to their staged paths;
+    log the metrics and all of them."""
+    from src import files, report, tracking
+
+    p, scores, y_test = cfg.paths, ev["metrics"], arrays["y_test"]
+    names = [str(c) for c in arrays["class_names"]]
+    draw(cfg, arrays, out, staged(p.figures), ev)
+    report.write_predictions(staged(p.predictions), y_test, ev["predicted"]["autoencoder"], names)
+    report.write_per_class(staged(p.per_class), ev["per_class"], names)
+    files.write_json(
+        staged(p.metrics), {**scores, "bottleneck": cfg.bottleneck, "dropout": cfg.dropout}
+    )
+    report.write_report(
+        staged(p.report), staged(p.figures), scores, dataset=cfg.dataset.name,
+        bottleneck=cfg.bottleneck, dropout=cfg.dropout, classify=cfg.classify,
+        seed=cfg.seed, knn_neighbors=cfg.evaluate.knn_neighbors, n_test=len(y_test),
+        n_tsne=len(ev["maps"]["y"]),
+    )  # fmt: skip
+    tracking.log_metrics(scores)
+    for name in (p.metrics, p.predictions, p.per_class, p.report):
+        tracking.log_artifact(staged(name), "evaluation")
+    for png in sorted(staged(p.figures).glob("*.png")):
+        tracking.log_artifact(png, "evaluation")
+
+
+def run(
+    cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path("."), cache: Cache = NO_CACHE
+) -> dict[str, float]:
+    """Evaluate the classifiers and baselines under `out`; write metrics, tables, figures and
+    report under `out` together; log them. `cache` reuses the raw-pixel baseline and the t-SNE
+    maps from earlier runs (src.train)."""
+    from src import files
+
+    p = cfg.paths
+    ev = evaluation(cfg, arrays, out, cache)
     outputs = [p.metrics, p.predictions, p.per_class, p.figures, p.report]
     with files.outputs(out, outputs) as staged:
-        ev = {"metrics": scores, "predicted": predicted, "per_class": per_class, "maps": maps,
-              "autoencoder": autoencoder, "pca": pca}  # fmt: skip
-        draw(cfg, arrays, out, staged(p.figures), ev)
-        report.write_predictions(staged(p.predictions), y_test, predicted["autoencoder"], names)
-        report.write_per_class(staged(p.per_class), per_class, names)
-        files.write_json(
-            staged(p.metrics), {**scores, "bottleneck": cfg.bottleneck, "dropout": cfg.dropout}
-        )
-        report.write_report(
-            staged(p.report), staged(p.figures), scores, dataset=cfg.dataset.name,
-            bottleneck=cfg.bottleneck, dropout=cfg.dropout, classify=cfg.classify,
-            seed=cfg.seed, knn_neighbors=cfg.evaluate.knn_neighbors, n_test=len(y_test),
-            n_tsne=len(maps["y"]),
-        )  # fmt: skip
-        tracking.log_metrics(scores)
-        for name in (p.metrics, p.predictions, p.per_class, p.report):
-            tracking.log_artifact(staged(name), "evaluation")
-        for png in sorted(staged(p.figures).glob("*.png")):
-            tracking.log_artifact(png, "evaluation")
+        write(cfg, arrays, out, staged, ev)
+    scores = ev["metrics"]
     log.info(
         "test accuracy: autoencoder %.4f, PCA %.4f, raw pixels %.4f, from scratch %.4f",
         scores["test_accuracy"], scores["pca_test_accuracy"], scores["raw_test_accuracy"],

@@ -6,16 +6,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from src.runtime import UserError, deferred_signals
-
-SRC = Path(__file__).resolve().parent
 
 
 def file_md5(path: str | Path) -> str:
@@ -108,43 +104,3 @@ def outputs(out: str | Path, names: list[str]) -> Iterator[Outputs]:
         staged.commit()
     finally:
         shutil.rmtree(staged.tmp, ignore_errors=True)
-
-
-class Memo:
-    """Arrays computed once per input and reused by later runs (src.train's shared work: a
-    sweep's points, or the next run on the same data): one .npz per key under root/<name>/,
-    keyed by the inputs and the code that computes them, locked so that parallel jobs compute
-    it once, renamed into place whole. With root None, it only computes."""
-
-    def __init__(self, root: str | Path | None = None, **common: Any):
-        self.root, self.common = (Path(root) if root else None), common
-        self.reused: dict[str, str] = {}  # name -> key of what came from the cache
-
-    def __call__(
-        self,
-        name: str,
-        inputs: dict[str, Any],
-        compute: Callable[[], dict[str, np.ndarray]],
-        code: tuple[str, ...] = (),
-    ) -> dict[str, np.ndarray]:
-        if self.root is None:
-            return compute()
-        from filelock import FileLock
-
-        code_md5 = [file_md5(SRC / f) for f in code]
-        blob = json.dumps({**self.common, **inputs, "code": code_md5}, sort_keys=True, default=str)
-        key = hashlib.sha1(blob.encode()).hexdigest()[:12]
-        path = self.root / name / f"{key}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):
-            if path.is_file():
-                self.reused[name] = key
-                with np.load(path, allow_pickle=False) as f:
-                    return {k: f[k] for k in f.files}
-            arrays = compute()
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        return arrays
-
-
-NO_MEMO = Memo()  # computes every time: the DVC stages, which DVC itself caches

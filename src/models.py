@@ -39,18 +39,15 @@ def build_autoencoder(
     return autoencoder, encoder
 
 
-def build_conv_autoencoder(
+def conv_encoder(
     input_shape: tuple[int, ...],
     bottleneck: int,
     filters: list[int],
-    kernel_size: int = 3,
-    activation: str = "relu",
-) -> tuple[keras.Model, keras.Model]:
-    """Conv autoencoder: (Conv2D, MaxPooling2D) per filter count -> Dense(bottleneck) code ->
-    Dense -> (Conv2DTranspose stride 2) mirrored -> Conv2D sigmoid, cropped to the input size.
-
-    Returns (autoencoder, encoder); the encoder is a sub-model of the autoencoder.
-    """
+    kernel_size: int,
+    activation: str,
+) -> tuple[keras.Model, tuple[int, ...]]:
+    """(Conv2D, MaxPooling2D) per filter count -> Flatten -> Dense(bottleneck): the encoder, and
+    the shape of its last feature map (what the decoder rebuilds)."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for i, f in enumerate(filters):
@@ -61,8 +58,19 @@ def build_conv_autoencoder(
     feature_shape = tuple(x.shape[1:])
     x = layers.Flatten(name="flatten")(x)
     code = layers.Dense(bottleneck, name="code")(x)
-    encoder = keras.Model(inputs, code, name="encoder")
+    return keras.Model(inputs, code, name="encoder"), feature_shape
 
+
+def conv_decoder(
+    input_shape: tuple[int, ...],
+    bottleneck: int,
+    feature_shape: tuple[int, ...],
+    filters: list[int],
+    kernel_size: int,
+    activation: str,
+) -> keras.Model:
+    """Dense -> Reshape(feature_shape) -> (Conv2DTranspose stride 2) per filter count, in
+    reverse -> Conv2D sigmoid, cropped to input_shape: the mirror of conv_encoder."""
     code_in = keras.Input(shape=(bottleneck,), name="code")
     n_features = feature_shape[0] * feature_shape[1] * feature_shape[2]
     x = layers.Dense(n_features, activation=activation, name="decoder_dense")(code_in)
@@ -82,8 +90,28 @@ def build_conv_autoencoder(
     extra_h, extra_w = x.shape[1] - input_shape[0], x.shape[2] - input_shape[1]
     if extra_h or extra_w:  # pooling rounded odd sizes up
         x = layers.Cropping2D(((0, extra_h), (0, extra_w)), name="crop")(x)
-    decoder = keras.Model(code_in, x, name="decoder")
+    return keras.Model(code_in, x, name="decoder")
 
+
+def build_conv_autoencoder(
+    input_shape: tuple[int, ...],
+    bottleneck: int,
+    filters: list[int],
+    kernel_size: int = 3,
+    activation: str = "relu",
+) -> tuple[keras.Model, keras.Model]:
+    """Conv autoencoder: conv_encoder's (Conv2D, MaxPooling2D) per filter count ->
+    Dense(bottleneck) code, then conv_decoder's mirror of it, cropped to the input size.
+
+    Returns (autoencoder, encoder); the encoder is a sub-model of the autoencoder.
+    """
+    encoder, feature_shape = conv_encoder(
+        input_shape, bottleneck, filters, kernel_size, activation
+    )
+    decoder = conv_decoder(
+        input_shape, bottleneck, feature_shape, filters, kernel_size, activation
+    )
+    inputs = encoder.input
     autoencoder = keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
     return autoencoder, encoder
 

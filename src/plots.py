@@ -136,7 +136,7 @@ def reconstructions(
 
 def _grid(points: list[dict]) -> tuple[list, list, np.ndarray, np.ndarray]:
     """Mean test accuracy and its 95 % interval's half-width (NaN for one seed) per point
-    (src.stats.by_point), on a dropout x bottleneck grid."""
+    (src.sweeps.summary.summarize), on a dropout x bottleneck grid."""
     bottlenecks = sorted({p["bottleneck"] for p in points})
     dropouts = sorted({p["dropout"] for p in points})
     mean = np.full((len(dropouts), len(bottlenecks)), np.nan)
@@ -203,7 +203,7 @@ def sweep_lines(points: list[dict], path: str | Path) -> None:
 
 def label_budget(budget: list[dict], path: str | Path) -> None:
     """Test accuracy against labels per class (log axis; "all" at the training images per
-    class), one line per method (src.stats.label_budget) with 95 % CI bars, drawn slightly
+    class), one line per method (src.sweeps.summary.label_budget) with 95 % CI bars, drawn slightly
     apart so that the bars do not hide each other."""
     lines: dict[tuple, list[dict]] = defaultdict(list)
     for b in budget:

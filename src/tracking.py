@@ -18,8 +18,6 @@ from src.runtime import UserError, describe, run_status, sigterm_interrupts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-PARENT_RUN_ENV = "AE_CLASSIFY_PARENT_RUN_ID"  # a sweep's parent run, set by src.sweep
-SWEPT_KEYS_ENV = "AE_CLASSIFY_SWEPT_KEYS"  # the keys a sweep varies: its child runs' names
 # The per-epoch metrics are logged asynchronously. Without a buffering time MLflow's logging thread
 # blocks in a 1 s queue.get, and end_run waits for it: up to 1 s idle per run (0.8 s median,
 # benchmarks/log_model.py). With it, the thread waits on the stop event instead, so end_run returns

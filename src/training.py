@@ -15,6 +15,7 @@ from src.runtime import UserError, stop_on_signal
 log = logging.getLogger(__name__)
 
 STEPS_PER_EXECUTION = 16  # train steps per tf.function call: less Python per step
+CLASSIFY_LOSS = "sparse_categorical_crossentropy"  # integer labels, softmax outputs
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool) -> tf.data.Dataset:
@@ -25,6 +26,37 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool) -> tf.
     if shuffle:
         dataset = dataset.shuffle(len(x), reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_adam(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    loss: str,
+    metrics: list[str] | None,
+) -> None:
+    """Compile with Adam, STEPS_PER_EXECUTION train steps per call."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=metrics,
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+
+
+def fit_callbacks(patience: int | None, callbacks: list | None) -> list:
+    """TerminateOnNaN, early stopping after `patience` epochs without a better val_loss (best
+    weights kept; none when patience is None), then `callbacks`."""
+    stopping = [] if patience is None else [
+        keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+    ]  # fmt: skip
+    return [keras.callbacks.TerminateOnNaN(), *stopping, *(callbacks or [])]
+
+
+def check_finite(history: dict[str, list[float]], rate_key: str) -> None:
+    """UserError naming `rate_key` when the last training loss is NaN or infinite."""
+    if not np.isfinite(history["loss"][-1]):
+        stage = rate_key.split(".")[0]
+        raise UserError(f"{stage} loss became NaN or infinite: lower {rate_key}")
 
 
 def fit(
@@ -47,15 +79,7 @@ def fit(
     improved for that many epochs and keep the best weights (epochs is then a maximum). Ctrl-C
     or SIGTERM stops after the batch and raises; a NaN or infinite loss stops training with a
     UserError naming `rate_key`."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=loss,
-        metrics=metrics,
-        steps_per_execution=STEPS_PER_EXECUTION,
-    )
-    stopping = [] if patience is None else [
-        keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-    ]  # fmt: skip
+    compile_adam(model, learning_rate, loss, metrics)
     with stop_on_signal(model):
         history = model.fit(
             batches(x, y, batch_size, shuffle=True),
@@ -64,11 +88,9 @@ def fit(
             epochs=epochs,
             shuffle=False,  # the pipeline shuffles
             verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[keras.callbacks.TerminateOnNaN(), *stopping, *(callbacks or [])],
+            callbacks=fit_callbacks(patience, callbacks),
         ).history
-    if not np.isfinite(history["loss"][-1]):
-        stage = rate_key.split(".")[0]
-        raise UserError(f"{stage} loss became NaN or infinite: lower {rate_key}")
+    check_finite(history, rate_key)
     return history
 
 
@@ -135,6 +157,38 @@ def encode(encoder: keras.Model, x: np.ndarray) -> np.ndarray:
     return encoder.predict(x, batch_size=1024, verbose=0)
 
 
+def fit_head(
+    classifier: keras.Model,
+    encoder: keras.Model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray],
+    *,
+    use_codes: bool,
+    codes: tuple[np.ndarray, np.ndarray] | None,
+    learning_rate: float,
+    epochs: int,
+    **train: Any,
+) -> dict[str, list[float]]:
+    """Train `classifier` (built on `encoder`) from learning_rate; return the history. With
+    `use_codes` (frozen encoder, no augmentation) only its head trains, on the codes of x_train
+    and the validation images (`codes`, or computed once here), not through the encoder every
+    epoch: the same training, as the codes never change. `train`: batch_size, patience,
+    callbacks. The classifier is compiled either way, so that evaluate() works on it."""
+    model, x, (x_val, y_val) = classifier, x_train, validation_data
+    if use_codes:
+        x, x_val = codes if codes is not None else (encode(encoder, x), encode(encoder, x_val))
+        model = models.head_of(classifier, x.shape[1])
+    history = fit(
+        model, x, y_train, (x_val, y_val), learning_rate=learning_rate,
+        rate_key="classify.learning_rate", loss=CLASSIFY_LOSS, metrics=["accuracy"],
+        epochs=epochs, **train,
+    )  # fmt: skip
+    if model is not classifier:  # compiled as if trained whole
+        classifier.compile(optimizer=model.optimizer, loss=CLASSIFY_LOSS, metrics=["accuracy"])
+    return history
+
+
 def fit_classifier(
     encoder: keras.Model,
     x_train: np.ndarray,
@@ -157,43 +211,23 @@ def fit_classifier(
     codes: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: list | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Return (classifier, history) trained on the labels; with finetune_epochs > 0, then
-    unfreeze the encoder and train on from finetune_learning_rate, decayed to 0 by a cosine
-    (Keras' transfer learning; the decay leaves a settled final model).
-
-    With a frozen encoder and no augmentation the head trains on the codes of x_train and
-    x_val (`codes`, or computed once here), not through the encoder every epoch: the same
-    training, as the codes never change. The classifier returned is encoder + head.
-    """
+    """(encoder + head, history) trained on the labels (fit_head; `codes` of x_train and x_val
+    if known); with finetune_epochs, then the encoder unfrozen and trained on from
+    finetune_learning_rate, cosine-decayed to 0 (Keras' transfer learning: a settled model)."""
     keras.utils.set_random_seed(seed)
     classifier = models.build_classifier(
         encoder, n_classes, head_units, dropout, freeze_encoder, augment
     )
-    common = {
-        "loss": "sparse_categorical_crossentropy",
-        "metrics": ["accuracy"],
-        "batch_size": batch_size,
-        "patience": patience,
-        "callbacks": callbacks,
-    }
-    model, x, xv = classifier, x_train, x_val
-    if on_codes(freeze_encoder, augment):
-        x, xv = codes if codes is not None else (encode(encoder, x_train), encode(encoder, x_val))
-        model = models.head_of(classifier, x.shape[1])
-    history = fit(
-        model, x, y_train, (xv, y_val), learning_rate=learning_rate,
-        rate_key="classify.learning_rate", epochs=epochs, **common,
+    train = {"batch_size": batch_size, "patience": patience, "callbacks": callbacks}
+    history = fit_head(
+        classifier, encoder, x_train, y_train, (x_val, y_val), learning_rate=learning_rate,
+        epochs=epochs, use_codes=on_codes(freeze_encoder, augment), codes=codes, **train,
     )  # fmt: skip
-    if model is not classifier:  # compiled as if trained whole: evaluate() works on it
-        classifier.compile(optimizer=model.optimizer, loss=common["loss"], metrics=["accuracy"])
-    if finetune_epochs:  # unfreeze
-        done = len(history["loss"])  # fewer than epochs when early stopping ended the head's
-        more = finetune(
-            classifier, encoder, x_train, y_train, (x_val, y_val), trainable=True,
-            epochs=finetune_epochs, learning_rate=finetune_learning_rate, batch_size=batch_size,
-            initial_epoch=done, patience=patience, callbacks=callbacks,
+    if finetune_epochs:  # unfreeze, after the head's epochs (fewer if early stopping ended them)
+        history = finetune_more(
+            history, classifier, encoder, x_train, y_train, (x_val, y_val), trainable=True,
+            epochs=finetune_epochs, learning_rate=finetune_learning_rate, **train,
         )  # fmt: skip
-        history = {k: v + more[k] for k, v in history.items()}
     return classifier, history
 
 
@@ -219,9 +253,64 @@ def finetune(
     decay = keras.optimizers.schedules.CosineDecay(learning_rate, steps)  # to 0
     return fit(
         classifier, x, y, validation_data, learning_rate=decay,
-        rate_key="classify.finetune_learning_rate", loss="sparse_categorical_crossentropy",
+        rate_key="classify.finetune_learning_rate", loss=CLASSIFY_LOSS,
         metrics=["accuracy"], initial_epoch=initial_epoch, epochs=initial_epoch + epochs,
         batch_size=batch_size, patience=patience, callbacks=callbacks,
+    )  # fmt: skip
+
+
+def finetune_more(
+    history: dict[str, list[float]],
+    classifier: keras.Model,
+    encoder: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation_data: tuple[np.ndarray, np.ndarray],
+    **settings: Any,
+) -> dict[str, list[float]]:
+    """finetune (`settings`: its keyword arguments) from the epoch after `history`'s last;
+    return `history` with the new epochs appended."""
+    more = finetune(
+        classifier, encoder, x, y, validation_data, initial_epoch=len(history["loss"]), **settings
+    )
+    return {k: v + more[k] for k, v in history.items()}
+
+
+def first_training_set(
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, Any],
+    codes: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """(images, labels, codes) the classifier first trains on: the training images whose labels
+    training_labels gives (`labels`: its settings); their codes and x_val's, if known."""
+    train_codes = codes[0] if codes is not None else None
+    index, y = training_labels(train_codes, arrays["y_train"], **labels)
+    if index is None:  # every training image
+        return arrays["x_train"], y, codes
+    log.info("training a head on %d of %d images", len(y), len(arrays["y_train"]))
+    return arrays["x_train"][index], y, None if codes is None else (codes[0][index], codes[1])
+
+
+def self_training_round(
+    classifier: keras.Model,
+    encoder: keras.Model,
+    arrays: dict[str, np.ndarray],
+    labels: dict[str, Any],
+    settings: dict[str, Any],
+    history: dict[str, list[float]],
+    callbacks: list | None = None,
+) -> dict[str, list[float]]:
+    """One round of self-training after `history`: train the classifier on the known labels and
+    the self_training_labels of the other training images for self_training_epochs from
+    finetune_learning_rate, cosine-decayed to 0, its encoder too unless it stayed frozen
+    (freeze_encoder without fine-tuning); return `history` with the round's epochs appended."""
+    index, y = self_training_labels(classifier, encoder, arrays, labels)
+    return finetune_more(
+        history, classifier, encoder, arrays["x_train"][index], y,
+        (arrays["x_val"], arrays["y_val"]),
+        trainable=not settings["freeze_encoder"] or settings["finetune_epochs"] > 0,
+        epochs=labels["self_training_epochs"], learning_rate=settings["finetune_learning_rate"],
+        batch_size=settings["batch_size"], patience=settings["patience"], callbacks=callbacks,
     )  # fmt: skip
 
 
@@ -234,37 +323,20 @@ def fit_on_labels(
     callbacks: list | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """fit_classifier on the training labels `labels` allows (training_labels' settings): all,
-    a few, or spread from those over the codes. Then `self_training_rounds` rounds of
-    self-training: the classifier trains on the known labels and the self_training_labels of
-    the other training images for self_training_epochs from finetune_learning_rate,
-    cosine-decayed to 0, its encoder too unless it stayed frozen (freeze_encoder without
-    fine-tuning). `codes`: the encoder's codes of x_train and x_val when known, used for
+    a few, or spread from those over the codes; then `self_training_rounds` rounds of
+    self_training_round. `codes`: the encoder's codes of x_train and x_val when known, used for
     spreading and for a head on codes."""
     if codes is None and needs_codes(labels, settings):
         codes = encode(encoder, arrays["x_train"]), encode(encoder, arrays["x_val"])
-    train_codes = codes[0] if codes is not None else None
-    index, y = training_labels(train_codes, arrays["y_train"], **labels)
-    if index is not None:  # fewer labels than images
-        log.info("training a head on %d of %d images", len(y), len(arrays["y_train"]))
-    pick = (lambda a: a) if index is None else (lambda a: a[index])
-    x_train = pick(arrays["x_train"])
-    if codes is not None:
-        codes = (pick(codes[0]), codes[1])
+    x_train, y, codes = first_training_set(arrays, labels, codes)
     classifier, history = fit_classifier(
         encoder, x_train, y, arrays["x_val"], arrays["y_val"], **settings, codes=codes,
         callbacks=callbacks,
     )  # fmt: skip
     for _ in range(labels.get("self_training_rounds", 0)):  # encoder trained unless frozen
-        index, y = self_training_labels(classifier, encoder, arrays, labels)
-        more = finetune(
-            classifier, encoder, arrays["x_train"][index], y, (arrays["x_val"], arrays["y_val"]),
-            trainable=not settings["freeze_encoder"] or settings["finetune_epochs"] > 0,
-            epochs=labels["self_training_epochs"],
-            learning_rate=settings["finetune_learning_rate"],
-            batch_size=settings["batch_size"], initial_epoch=len(history["loss"]),
-            patience=settings["patience"], callbacks=callbacks,
-        )  # fmt: skip
-        history = {k: v + more[k] for k, v in history.items()}
+        history = self_training_round(
+            classifier, encoder, arrays, labels, settings, history, callbacks
+        )
     return classifier, history
 
 

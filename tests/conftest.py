@@ -7,6 +7,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,10 @@ from hydra import compose, initialize_config_dir
 from src import data
 
 ROOT = Path(__file__).resolve().parent.parent
+# Short training for tests that need trained models but not good ones: 2 epochs each (the
+# histories have 2 rows, the metrics are above chance), t-SNE maps of 100 test images. A test
+# that needs more appends its own override after it (the last value of a key wins).
+TINY = ["pretrain.epochs=2", "classify.epochs=2", "evaluate.tsne_max_samples=100"]
 
 
 def make_cfg(*overrides: str):
@@ -28,6 +34,24 @@ def digits():
     return data.prepare("digits", test_size=0.2, val_size=0.1, seed=0)
 
 
+@contextmanager
+def mlflow_store(uri: str) -> Iterator[None]:
+    """MLflow in this process logs to `uri` inside the block (MLFLOW_TRACKING_URI, as run_cli
+    gives commands), and afterwards where it did before: src.tracking sets MLflow's global
+    tracking URI, which would otherwise outlive the test."""
+    from unittest import mock
+
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before = utils._tracking_uri  # None unless something set it; MLflow has no public getter
+    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": uri}):
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)  # patch.dict then restores the environment
+
+
 def run_stages(
     project: Path,
     *overrides: str,
@@ -36,20 +60,17 @@ def run_stages(
 ) -> None:
     """The stages' run() in this process, writing into `project` as their command lines would
     (without a Python start and TensorFlow import each); `tracked` logs to project's store."""
-    from unittest import mock
-
     from src import classify, evaluate, prepare, pretrain, tracking
     from src.config import select_params, validate
 
     cfg = validate(make_cfg(f"mlflow.enabled={str(tracked).lower()}", *overrides))
-    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
     modules = {
         "prepare": prepare,
         "pretrain": pretrain,
         "classify": classify,
         "evaluate": evaluate,
     }
-    with mock.patch.dict(os.environ, store):
+    with mlflow_store(f"sqlite:///{project / 'mlflow.db'}"):
         for name in stages:
             params = select_params(cfg, modules[name].PARAMS)
             with tracking.start_run(cfg, name, params, {"stage": name}):

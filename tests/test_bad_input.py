@@ -1,51 +1,95 @@
-"""Bad input through the real command lines: a clear message naming the key or file, a non-zero
-exit, earlier outputs byte-for-byte unchanged, and any MLflow run that was started ended FAILED."""
+"""Bad input: a clear message naming the key or file and what is allowed, earlier outputs
+byte-for-byte unchanged, and any MLflow run that was started ended FAILED.
+
+Most cases run in this process, through what a stage's command line runs after Hydra has
+composed its config (src.cli.run_stage: the checks, the stage's run() and its MLflow run, inside
+src.runtime.user_errors()). A few, one of each kind, go through the real command lines for what
+only a process shows: exit code 1, one `error:` line on stderr and no traceback."""
 
 import hashlib
+import importlib
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import copy_project, run_cli, run_stages
+from src import cli
+from tests.conftest import TINY, copy_project, make_cfg, mlflow_store, run_cli, run_stages
 
-pytestmark = pytest.mark.e2e
-TINY = ["pretrain.epochs=2", "classify.epochs=2"]
+POSITIVE, RATE, DROPOUT = "a positive integer", "a number in (0, 1]", "a number in [0, 1)"
 
-# (stage, overrides, text the last line of stderr must contain)
-CASES = [
-    ("pretrain", ["bottleneck=0"], "bottleneck=0 is not allowed"),
-    ("pretrain", ["bottleneck=-4"], "bottleneck=-4 is not allowed"),
-    ("pretrain", ["bottleneck=abc"], "bottleneck='abc' is not allowed"),
-    ("pretrain", ["bottleneck=2.5"], "bottleneck=2.5 is not allowed"),
-    ("pretrain", ["bottleneck=100"], "larger than the 64 input pixels"),
-    ("classify", ["dropout=-0.1"], "dropout=-0.1 is not allowed"),
-    ("classify", ["dropout=1.0"], "dropout must be a number in [0, 1)"),
-    ("classify", ["dropout=high"], "dropout='high' is not allowed"),
-    ("pretrain", ["pretrain.epochs=0"], "pretrain.epochs=0 is not allowed"),
-    ("classify", ["classify.batch_size=-1"], "classify.batch_size=-1"),
-    ("pretrain", ["pretrain.learning_rate=0"], "pretrain.learning_rate=0"),
-    ("pretrain", ["pretrain.learning_rate=-0.1"], "pretrain.learning_rate=-0.1"),
-    ("pretrain", ["pretrain.learning_rate=1e6"], "must be a number in (0, 1]"),
-    ("classify", ["classify.freeze_encoder=maybe"], "classify.freeze_encoder='maybe'"),
-    ("prepare", ["dataset.test_size=0.95"], "dataset.test_size=0.95"),
-    ("prepare", ["seed=-1"], "seed=-1 is not allowed"),
-    ("prepare", ["dataset.name=cifar"], "dataset.name='cifar' is not allowed"),
-    ("evaluate", ["evaluate.tsne_max_samples=0"], "evaluate.tsne_max_samples"),
-    ("pretrain", ["botleneck=8"], "Key 'botleneck' is not in struct"),  # Hydra's own message
-    ("prepare", ["dataset=cifar"], "Could not find 'dataset/cifar'"),  # lists the options
-    ("pretrain", ["model=transformer"], "Could not find 'model/transformer'"),
-    ("classify", ["bottleneck=16"], "has 32 outputs but bottleneck=16"),
-    ("pretrain", ["paths.prepared=missing.npz"], "prepared data missing.npz not found"),
-    ("pretrain", ["paths.prepared=README.md"], "README.md is not a readable .npz"),
-    ("classify", ["paths.encoder=truncated.keras"], "truncated.keras cannot be loaded"),
-    ("pretrain", ["paths.encoder=pyproject.toml/encoder.keras"], "cannot create output folder"),
-    ("pretrain", ["mlflow.tracking_uri=nosuchscheme://x"], "mlflow.tracking_uri='nosuchscheme"),
-    ("prepare", ["dataset=mnist", "dataset.path=no/mnist.npz"], "dataset.path='no/mnist.npz' not"),
+
+def refused(setting: str, allowed: str) -> str:
+    """The message of a value the config does not allow: `key=value`, then what it allows."""
+    key = setting.split("=")[0]
+    return f"{setting} is not allowed: {key} must be {allowed}"
+
+
+# (stage, overrides, the whole message after "error: ", or its start when it ends with "…")
+IN_PROCESS = [
+    ("pretrain", ["bottleneck=-4"], refused("bottleneck=-4", POSITIVE)),
+    ("pretrain", ["bottleneck=abc"], refused("bottleneck='abc'", POSITIVE)),
+    ("pretrain", ["bottleneck=2.5"], refused("bottleneck=2.5", POSITIVE)),
+    ("classify", ["dropout=-0.1"], refused("dropout=-0.1", DROPOUT)),
+    ("classify", ["dropout=1.0"], refused("dropout=1.0", DROPOUT)),
+    ("classify", ["dropout=high"], refused("dropout='high'", DROPOUT)),
+    ("pretrain", ["pretrain.epochs=0"], refused("pretrain.epochs=0", POSITIVE)),
+    ("classify", ["classify.batch_size=-1"], refused("classify.batch_size=-1", POSITIVE)),
+    ("pretrain", ["pretrain.learning_rate=0"], refused("pretrain.learning_rate=0.0", RATE)),
+    ("pretrain", ["pretrain.learning_rate=-0.1"], refused("pretrain.learning_rate=-0.1", RATE)),
+    ("pretrain", ["pretrain.learning_rate=1e6"],
+     refused("pretrain.learning_rate=1000000.0", RATE)),
+    ("classify", ["classify.freeze_encoder=maybe"],
+     refused("classify.freeze_encoder='maybe'", "true or false")),
+    ("prepare", ["dataset.test_size=0.95"],
+     refused("dataset.test_size=0.95", "a fraction in (0, 1) such that dataset.test_size + "
+                                       "dataset.val_size < 1")),
+    ("prepare", ["seed=-1"], refused("seed=-1", "a non-negative integer")),
+    ("prepare", ["dataset.name=cifar"],
+     refused("dataset.name='cifar'", "one of ('digits', 'mnist', 'fashion_mnist', 'npz')")),
+    ("evaluate", ["evaluate.tsne_max_samples=0"],
+     refused("evaluate.tsne_max_samples=0", "an integer >= 50")),
+    ("pretrain", ["bottleneck=100"],
+     "bottleneck=100 is larger than the 64 input pixels: an autoencoder must compress"),
+    ("classify", ["bottleneck=16"],
+     "encoder models/encoder.keras has 32 outputs but bottleneck=16: rerun pretrain"),
+    ("pretrain", ["paths.prepared=missing.npz"],
+     "prepared data missing.npz not found: run `python -m src.prepare` first"),
+    ("pretrain", ["paths.prepared=README.md"],
+     "prepared data README.md is not a readable .npz file (…"),
+    ("pretrain", ["paths.encoder=pyproject.toml/encoder.keras"],
+     "cannot create output folder pyproject.toml: …"),
+    ("pretrain", ["mlflow.tracking_uri=nosuchscheme://x"],
+     "mlflow.tracking_uri='nosuchscheme://x' cannot be used (…"),
+]  # fmt: skip
+# Hydra's own errors, raised while it composes the config, before any of the project's code
+COMPOSE = [
+    (["dataset=cifar"], ["Could not find 'dataset/cifar'", "options in 'dataset':\n\tdigits"]),
+    (["model=transformer"], ["Could not find 'model/transformer'", "options in 'model':\n\tconv"]),
+]
+# (stage, overrides, what stderr must show): one case of each kind through the command line
+COMMAND_LINE = [
+    # a value the config refuses, as docs/configuration.md shows it
+    ("pretrain", ["bottleneck=0"], "error: " + refused("bottleneck=0", POSITIVE)),
+    # a damaged file, met inside the stage's MLflow run
+    (
+        "classify",
+        ["paths.encoder=truncated.keras"],
+        "error: model file truncated.keras cannot be loaded (",
+    ),
+    # the data, before prepare writes
+    (
+        "prepare",
+        ["dataset=mnist", "dataset.path=no/mnist.npz"],
+        "error: dataset.path='no/mnist.npz' not found (relative paths start at",
+    ),
+    # Hydra's own error, naming the key
+    ("pretrain", ["botleneck=8"], "Key 'botleneck' is not in struct"),
 ]
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
+def ran(tmp_path_factory) -> Path:
     """A project after a tiny full pipeline, with a damaged copy of the encoder beside it."""
     project = copy_project(tmp_path_factory.mktemp("bad-input"))
     run_stages(project, *TINY)
@@ -55,7 +99,7 @@ def ran(tmp_path_factory):
     return project
 
 
-def _checksums(project) -> dict[str, str]:
+def _checksums(project: Path) -> dict[str, str]:
     return {
         str(p.relative_to(project)): hashlib.md5(p.read_bytes()).hexdigest()
         for folder in ("data", "models", "reports")
@@ -64,26 +108,67 @@ def _checksums(project) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("stage, overrides, message", CASES, ids=[" ".join(c[1]) for c in CASES])
-def test_bad_input_is_reported_and_changes_nothing(ran, stage, overrides, message):
-    before = _checksums(ran)
-    client = MlflowClient(tracking_uri=f"sqlite:///{ran / 'mlflow.db'}")
+def _runs(project: Path) -> dict[str, object]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ae-classify")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return {r.info.run_id: r for r in runs}
 
-    def runs() -> list:
-        experiment = client.get_experiment_by_name("ae-classify")
-        return client.search_runs([experiment.experiment_id]) if experiment else []
 
-    runs_before = {r.info.run_id for r in runs()}
-    env = {"MLFLOW_TRACKING_URI": ""} if any("tracking_uri" in o for o in overrides) else None
+def _assert_unchanged(project: Path, checksums: dict[str, str], runs_before: dict) -> None:
+    """Earlier outputs as they were, no staged outputs left, new MLflow runs FAILED."""
+    assert _checksums(project) == checksums
+    assert not list(project.glob(".outputs-*"))
+    new_runs = [r for k, r in _runs(project).items() if k not in runs_before]
+    assert all(r.info.status == "FAILED" and r.data.tags.get("error") for r in new_runs)
+
+
+def _uri(project: Path, overrides: list[str]) -> str:
+    """The MLflow store of a stage in `project`: its own, unless the case sets the config's."""
+    return "" if any("tracking_uri" in o for o in overrides) else f"sqlite:///{project}/mlflow.db"
+
+
+@pytest.mark.parametrize(
+    "stage, overrides, message", IN_PROCESS, ids=[" ".join(c[1]) for c in IN_PROCESS]
+)
+def test_bad_input_stops_the_stage_with_one_line_and_changes_nothing(
+    ran, monkeypatch, stage, overrides, message
+):
+    before, runs_before = _checksums(ran), _runs(ran)
+    module = importlib.import_module(f"src.{stage}")
+    run = module.run if stage != "prepare" else lambda cfg, _: module.run(cfg)
+    monkeypatch.chdir(ran)  # the command lines run in the project; paths are relative to it
+    with mlflow_store(_uri(ran, overrides)), pytest.raises(SystemExit) as stopped:
+        cli.run_stage(make_cfg(*TINY, *overrides), stage, module.PARAMS, run, stage != "prepare")
+    said = str(stopped.value)
+    if message.endswith("…"):
+        assert said.startswith(f"error: {message[:-1]}") and "\n" not in said, said
+    else:
+        assert said == f"error: {message}"
+    _assert_unchanged(ran, before, runs_before)
+
+
+@pytest.mark.parametrize("overrides, parts", COMPOSE, ids=[" ".join(c[0]) for c in COMPOSE])
+def test_unknown_group_choice_is_hydras_error_listing_the_options(overrides, parts):
+    with pytest.raises(Exception) as composing:
+        make_cfg(*TINY, *overrides)
+    assert all(part in str(composing.value) for part in parts), str(composing.value)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "stage, overrides, message", COMMAND_LINE, ids=[" ".join(c[1]) for c in COMMAND_LINE]
+)
+def test_bad_input_on_the_command_line_exits_1_with_one_line(ran, stage, overrides, message):
+    before, runs_before = _checksums(ran), _runs(ran)
+    env = {"MLFLOW_TRACKING_URI": _uri(ran, overrides)}
     proc = run_cli(ran, "-m", f"src.{stage}", *TINY, *overrides, check=False, env=env)
 
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    if message.startswith(("Key '", "Could not find")):
-        assert message in proc.stderr  # Hydra's own error, which names the key or lists options
-    else:
+    if message.startswith("error: "):
         last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ") and message in last, last
-    assert _checksums(ran) == before
-    new_runs = [r for r in runs() if r.info.run_id not in runs_before]
-    assert all(r.info.status == "FAILED" and r.data.tags.get("error") for r in new_runs)
+        assert last.startswith(message), last
+    else:
+        assert message in proc.stderr  # Hydra's own error, which names the key
+    _assert_unchanged(ran, before, runs_before)

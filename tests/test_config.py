@@ -1,10 +1,16 @@
+import importlib.util
+import os
+import shutil
 import subprocess
+import sys
+import zipfile
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from src import classify, evaluate, models, prepare, pretrain
-from src.config import MODELS, select_params, validate
+from src.config import MODELS, flatten, select_params, validate
 from src.params import compose_params
 from src.runtime import UserError
 from tests.conftest import ROOT, make_cfg
@@ -84,9 +90,10 @@ def test_dataset_and_model_groups():
     assert mnist.pretrain.noise_factor == 0 and mnist.classify.finetune is False
     assert list(mnist.model.filters) and mnist.bottleneck == 32
     assert make_cfg("experiment=mnist", "pretrain.epochs=3").pretrain.epochs == 3  # CLI wins
-    assert mnist.classify.augment.shift > 0  # the conv model's classifier sees shifted images
-    assert make_cfg("dataset=mnist").classify.augment.shift == 0  # not the dense model's
-    assert make_cfg("model=conv", "classify.augment.shift=0").classify.augment.shift == 0
+    assert make_cfg("dataset=mnist").classify.augment.shift == 0
+    # a model file sets only the model: augmentation is chosen where it shows (a preset, a CLI)
+    assert not any(mnist.classify.augment.values())
+    assert make_cfg("model=conv", "classify.augment.shift=0.1").classify.augment.shift == 0.1
     validate(make_cfg("dataset=npz", "dataset.path=x.npz", "classify.labels_per_class=0.1"))
 
 
@@ -155,7 +162,21 @@ def test_presets_compose_the_mnist_recipes():
     assert (dense8.model.name, dense8.bottleneck, dense8.classify.head_units) == ("dense", 8, 256)
     few = validate(make_cfg("experiment=mnist_labels100"))
     assert few.classify.labels_per_class == 10 and few.classify.label_spreading
+    # the presets that choose model=conv turn on the same augmentation themselves
+    assert few.model.name == "conv" and few.classify.augment == conv.classify.augment
+    assert dict(conv.classify.augment) == {"shift": 0.1, "rotation": 10, "zoom": 0.1}
     assert validate(make_cfg("dataset=mnist")).pretrain.epochs == make_cfg().pretrain.epochs
+
+
+def test_flatten_gives_dotted_keys_and_plain_values_for_dictconfig_or_dict():
+    nested = {"bottleneck": 8, "classify": {"augment": {"zoom": 0.1}, "lr": "interval(0, 1)"}}
+    flat = {"bottleneck": 8, "classify.augment.zoom": 0.1, "classify.lr": "interval(0, 1)"}
+    assert flatten(nested) == flatten(OmegaConf.create(nested)) == flat
+    assert flatten({"model": make_cfg().model}, "p.")["p.model.hidden"] == [512, 256]
+    assert type(flatten(make_cfg().model)["hidden"]) is list  # plain, for MLflow and JSON
+    assert flatten({"classify.lr": 1}) == {"classify.lr": 1}  # dotted keys stay as they are
+    assert flatten(None) == flatten({}) == {}
+    assert flatten(make_cfg("mlflow=server").mlflow)["registered_model_name"].endswith("digits")
 
 
 def test_select_params_flattens_sections():
@@ -165,3 +186,52 @@ def test_select_params_flattens_sections():
     hidden = params["model.hidden"]
     assert type(hidden) is list and hidden == list(make_cfg().model.hidden)  # plain, for MLflow
     assert not any(k.startswith("classify") for k in params)
+
+
+# What `python -m src.train hydra/sweeper=optuna` needs from an installed copy, run elsewhere:
+# the sweeper where Hydra looks (hydra_plugins), found; conf/ where the stages look (../conf
+# from src), composed; the sweeper instantiated from it.
+INSTALLED_PROBE = """
+from pathlib import Path
+import src
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.utils import instantiate
+found = [f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Sweeper)]
+conf = Path(src.__file__).parent.parent / "conf"
+with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    cfg = compose("train", ["hydra/sweeper=optuna"], return_hydra_config=True)
+print(src.__file__, type(instantiate(cfg.hydra.sweeper)).__module__, *found)
+"""
+
+
+@pytest.mark.e2e
+def test_pip_install_gives_the_sweeper_and_conf_from_any_folder(tmp_path):
+    """A non-editable install of the project's wheel holds src with its subpackages, the
+    hydra_plugins sweeper and conf/; from another folder Hydra finds and builds the sweeper."""
+    source = tmp_path / "source"
+    for name in ("src", "conf", "hydra_plugins"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    offline = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    subprocess.run([*pip, "wheel", "--no-deps", *offline, "-w", wheels, source], check=True,
+                   capture_output=True)  # fmt: skip
+    wheel = next(wheels.glob("*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"hydra_plugins/ae_classify_optuna.py", "src/sweeps/__init__.py", "src/config.py",
+            "conf/config.yaml", "conf/hydra/sweeper/optuna.yaml"} <= names  # fmt: skip
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True,
+                   capture_output=True)  # fmt: skip
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = subprocess.run([sys.executable, "-c", INSTALLED_PROBE], cwd=elsewhere, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    module_file, built, *found = probe.stdout.split()
+    assert module_file == str(site / "src/__init__.py")  # the installed copy, not the repository
+    assert built == "hydra_plugins.ae_classify_optuna"
+    assert "hydra_plugins.ae_classify_optuna.OptunaSweeper" in found

@@ -66,8 +66,23 @@ def test_check_names_the_problem(x, y, message):
 
 def test_split_too_small_names_the_keys():
     x, y = np.zeros((6, 2, 2, 1)), np.array([0, 1, 2, 3, 4, 5])
-    with pytest.raises(UserError, match="dataset.test_size"):
-        data.split(x, y, 0.2, 0.1, seed=0)
+    with pytest.raises(UserError, match="6 samples with dataset.test_size=0.2 and dataset.val"):
+        data.split({"x": x, "y": y}, 0.2, 0.1, seed=0)
+    own_test = {"x_train": x[:4], "y_train": np.array([0, 1, 0, 1]), "x_test": x, "y_test": y}
+    with pytest.raises(UserError, match="4 training samples with dataset.val_size=0.1:"):
+        data.split(own_test, None, 0.1, seed=0)
+
+
+def test_split_of_data_with_its_own_test_set_splits_only_train():
+    x, y = np.arange(40).reshape(40, 1, 1, 1), np.arange(40) % 2
+    test = {"x_test": x[:6], "y_test": y[:6]}
+    own = data.split({"x_train": x, "y_train": y, **test}, 0.5, 0.25, 1)
+    assert own["x_test"] is test["x_test"] and own["y_test"] is test["y_test"]  # test_size unused
+    assert (len(own["y_train"]), len(own["y_val"])) == (30, 10) and own["y_val"].sum() == 5
+    both = np.concatenate([own["x_train"], own["x_val"]]).ravel()
+    assert sorted(both) == list(range(40))
+    xy = data.split({"x": x, "y": y}, 0.25, 0.25, 1)  # fractions of all 40 samples
+    assert [len(xy[f"y_{s}"]) for s in data.SPLITS] == [20, 10, 10]
 
 
 def test_history_csv_round_trip(tmp_path):

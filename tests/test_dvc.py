@@ -6,10 +6,9 @@ import shutil
 import pytest
 
 from src.files import file_md5
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, TINY, run_cli
 
 pytestmark = pytest.mark.e2e
-TINY = ["pretrain.epochs=2", "classify.epochs=2"]
 
 
 def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):

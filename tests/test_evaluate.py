@@ -157,6 +157,7 @@ def test_training_recipe_names_fine_tuning_augmentation_and_spread_labels():
     recipe = report.training_recipe(
         make_cfg(
             "model=conv",
+            "classify.augment.shift=0.1",
             "classify.finetune=true",
             "classify.labels_per_class=10",
             "classify.label_spreading=true",

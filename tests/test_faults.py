@@ -9,10 +9,9 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli, run_stages
+from tests.conftest import TINY, run_cli, run_stages
 
 pytestmark = pytest.mark.e2e
-TINY = ["pretrain.epochs=3", "classify.epochs=3"]
 
 
 def _training_run(client: MlflowClient, proc: subprocess.Popen):

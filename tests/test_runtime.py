@@ -93,25 +93,3 @@ def test_user_errors_are_one_line_and_interrupts_say_outputs_are_kept():
     assert runtime.run_status(KeyboardInterrupt()) == "KILLED"
     assert runtime.run_status(ValueError()) == "FAILED"
     assert runtime.describe(KeyboardInterrupt()) == "interrupted"
-
-
-def test_memo_computes_once_per_input_and_code(tmp_path, monkeypatch):
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return {"x": np.arange(3)}
-
-    memo = files.Memo(tmp_path, data="d1")
-    first = memo("thing", {"k": 1}, compute, code=("files.py",))
-    again = memo("thing", {"k": 1}, compute, code=("files.py",))
-    assert len(calls) == 1 and np.array_equal(first["x"], again["x"])
-    assert list(memo.reused) == ["thing"]  # what came from the cache, for the run's tags
-    memo("thing", {"k": 2}, compute)  # other inputs
-    files.Memo(tmp_path, data="d2")("thing", {"k": 1}, compute)  # other data
-    assert len(calls) == 3
-    monkeypatch.setattr(files, "file_md5", lambda path: "changed code")
-    memo("thing", {"k": 1}, compute, code=("files.py",))  # the code that computes it changed
-    assert len(calls) == 4
-    files.NO_MEMO("thing", {"k": 1}, compute)  # the DVC stages: no cache
-    assert len(calls) == 5 and not list(tmp_path.glob("*/.*tmp*"))

@@ -1,5 +1,6 @@
-"""Bayesian search (hydra/sweeper=optuna, src/search.py): config, a TPE search with its parent
-run, pruning, and workers sharing a study on PostgreSQL."""
+"""Bayesian search (hydra/sweeper=optuna, src/sweeps/optuna_*.py): config, the ask-and-tell
+sweeper, a TPE search with its parent run (in this process), pruning, the parent finished once
+by workers that end together, and workers sharing a study on PostgreSQL."""
 
 import contextlib
 import csv
@@ -16,10 +17,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from src import search
-from tests.conftest import ROOT, copy_project, mlflow_client, run_cli
+from src.sweeps import optuna_study, parent, study
+from src.sweeps.optuna_study import OptunaStudy, counted
+from src.sweeps.optuna_sweeper import OptunaSweeper, distribution
+from tests.conftest import ROOT, mlflow_client, run_cli
+from tests.conftest import TINY as TINY_
+from tests.sweeping import client_of, family, sweep_dir, train_multirun
 
-TINY = ["pretrain.epochs=2", "classify.epochs=3"]
+TINY = [*TINY_, "classify.epochs=3"]  # three epochs reported to each trial
 
 
 def _compose(*overrides: str):
@@ -36,13 +41,7 @@ def _study(storage: str):
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _family(client: MlflowClient) -> tuple:
-    """(the one parent run, its children) in the ae-classify experiment."""
-    exp = client.get_experiment_by_name("ae-classify")
-    runs = client.search_runs([exp.experiment_id])
-    [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    return parent, children
+_family = family
 
 
 def test_optuna_sweeper_composes_with_the_documented_keys():
@@ -53,7 +52,7 @@ def test_optuna_sweeper_composes_with_the_documented_keys():
     assert s.storage.startswith("sqlite:///") and s.study_name is None
     assert s.sampler._target_ == "optuna.samplers.TPESampler" and s.sampler.seed == 42
     assert set(s.params) == {"bottleneck", "dropout"}
-    assert search.is_search(cfg)
+    assert study.is_search(cfg)
     from hydra.core.plugins import Plugins
 
     plugins = Plugins.instance().class_name_to_class  # Hydra finds it where it looks
@@ -61,14 +60,15 @@ def test_optuna_sweeper_composes_with_the_documented_keys():
 
 
 def test_study_name_follows_the_command_and_search_space():
-    storage, name = search.study_identity(_compose())
-    assert storage == f"sqlite:///{Path('multirun/optuna.db').resolve()}"
-    assert name == search.study_identity(_compose())[1] and name.startswith("train-")
-    assert search.study_identity(_compose("classify.epochs=3"))[1] != name
+    first = OptunaStudy(_compose())
+    assert first.url == f"sqlite:///{Path('multirun/optuna.db').resolve()}"
+    name = first.name
+    assert name == OptunaStudy(_compose()).name and name.startswith("train-")
+    assert OptunaStudy(_compose("classify.epochs=3")).name != name
     narrower = "hydra.sweeper.params.dropout='interval(0, 0.3)'"
-    assert search.study_identity(_compose(narrower))[1] != name
-    assert search.study_identity(_compose("hydra.sweeper.n_trials=50"))[1] == name  # more trials
-    assert search.study_identity(_compose("hydra.sweeper.study_name=mine"))[1] == "mine"
+    assert OptunaStudy(_compose(narrower)).name != name
+    assert OptunaStudy(_compose("hydra.sweeper.n_trials=50")).name == name  # more trials
+    assert OptunaStudy(_compose("hydra.sweeper.study_name=mine")).name == "mine"
 
 
 def test_search_space_in_hydra_sweep_syntax():
@@ -76,12 +76,12 @@ def test_search_space_in_hydra_sweep_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     parse = OverridesParser.create().parse_override
-    assert search.distribution(parse("b=tag(log, int(interval(2, 64)))")) == IntDistribution(
+    assert distribution(parse("b=tag(log, int(interval(2, 64)))")) == IntDistribution(
         2, 64, log=True
     )
-    assert search.distribution(parse("d=interval(0.0, 0.6)")) == FloatDistribution(0.0, 0.6)
-    assert search.distribution(parse("b=range(4, 65, 4)")) == IntDistribution(4, 64, step=4)
-    assert search.distribution(parse("b=8,16")) == CategoricalDistribution([8, 16])
+    assert distribution(parse("d=interval(0.0, 0.6)")) == FloatDistribution(0.0, 0.6)
+    assert distribution(parse("b=range(4, 65, 4)")) == IntDistribution(4, 64, step=4)
+    assert distribution(parse("b=8,16")) == CategoricalDistribution([8, 16])
 
 
 class FakeLauncher:
@@ -107,7 +107,7 @@ class FakeLauncher:
         return [SimpleNamespace(hydra_cfg=SimpleNamespace(hydra=SimpleNamespace(runtime=runtime)))]
 
 
-def _sweeper(tmp_path: Path, *overrides: str, status: str = "FINISHED") -> search.OptunaSweeper:
+def _sweeper(tmp_path: Path, *overrides: str, status: str = "FINISHED") -> OptunaSweeper:
     """The configured sweeper on a fake launcher, with its study in tmp_path."""
     from types import SimpleNamespace
 
@@ -128,9 +128,9 @@ def test_sweeper_runs_n_trials_and_a_second_run_continues_the_study(tmp_path):
     first = _sweeper(tmp_path, "hydra.sweeper.n_trials=4")
     first.sweep([])
     assert first.launcher.jobs == [0, 1, 2, 3]
-    study = search.load_study(first.config)
-    assert study.best_value == max(t.value for t in study.trials)
-    assert [r["status"] for r in search.rows(first.config)] == ["FINISHED"] * 4
+    loaded = OptunaStudy(first.config).load()
+    assert loaded.best_value == max(t.value for t in loaded.trials)
+    assert [r["status"] for r in OptunaStudy(first.config).rows()] == ["FINISHED"] * 4
 
     workers = [_sweeper(tmp_path, "hydra.sweeper.n_trials=10") for _ in range(2)]
     threads = [threading.Thread(target=w.sweep, args=([],)) for w in workers]
@@ -140,7 +140,7 @@ def test_sweeper_runs_n_trials_and_a_second_run_continues_the_study(tmp_path):
         t.join()
     jobs = sorted(workers[0].launcher.jobs + workers[1].launcher.jobs)
     assert jobs == list(range(4, 10)) and all(w.launcher.jobs for w in workers)
-    trials = search.counted(search.load_study(first.config).trials)
+    trials = counted(OptunaStudy(first.config).load().trials)
     assert len(trials) == 10 and len({tuple(t.params.items()) for t in trials}) == 10
 
 
@@ -159,7 +159,9 @@ def test_workers_that_start_together_agree_on_one_parent_run(tmp_path):
         return run_id
 
     ids = []
-    threads = [threading.Thread(target=lambda: ids.append(search.parent_run(cfg, create)))
+    search = OptunaStudy(cfg)
+    threads = [threading.Thread(target=lambda: ids.append(search.parent_run(client, experiment,
+                                                                            create)))
                for _ in range(2)]  # fmt: skip
     for t in threads:
         t.start()
@@ -167,20 +169,20 @@ def test_workers_that_start_together_agree_on_one_parent_run(tmp_path):
         t.join()
     assert len(created) == 1 and ids == created * 2
     client.set_terminated(created[0], "FINISHED")  # later, the same study gets more trials
-    assert search.parent_run(cfg, create) == created[0]
+    assert search.parent_run(client, experiment, create) == created[0]
     assert client.get_run(created[0]).info.status == "RUNNING" and len(created) == 1
     client.delete_run(created[0])  # deleted by hand: a new parent
-    assert search.parent_run(cfg, create) == created[1] != created[0]
+    assert search.parent_run(client, experiment, create) == created[1] != created[0]
 
 
 def test_pruned_and_failed_jobs_become_pruned_and_failed_trials(tmp_path):
     sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=2", status="PRUNED")
     sweeper.sweep([])
-    assert [t.state.name for t in search.load_study(sweeper.config).trials] == ["PRUNED"] * 2
-    assert [r["status"] for r in search.rows(sweeper.config)] == ["PRUNED"] * 2
+    assert [t.state.name for t in OptunaStudy(sweeper.config).load().trials] == ["PRUNED"] * 2
+    assert [r["status"] for r in OptunaStudy(sweeper.config).rows()] == ["PRUNED"] * 2
     sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=3", status="FAILED")
     sweeper.sweep([])
-    assert search.load_study(sweeper.config).trials[2].state.name == "FAIL"
+    assert OptunaStudy(sweeper.config).load().trials[2].state.name == "FAIL"
 
 
 def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
@@ -188,93 +190,150 @@ def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
 
     sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1",
                        "hydra.sweeper.grace_period=1")  # fmt: skip
-    url, name = search.study_identity(sweeper.config)
-    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    dead = study.ask({"bottleneck": optuna.distributions.IntDistribution(2, 64, log=True),
+    url, name = OptunaStudy(sweeper.config).url, OptunaStudy(sweeper.config).name
+    created = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    dead = created.ask({"bottleneck": optuna.distributions.IntDistribution(2, 64, log=True),
                       "dropout": optuna.distributions.FloatDistribution(0, 0.6)})  # fmt: skip
     with warnings.catch_warnings():  # heartbeats are experimental in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RDBStorage(url, heartbeat_interval=1).record_heartbeat(dead._trial_id)
     time.sleep(2)  # its worker "died": no heartbeat since
     sweeper.sweep([])
-    trials = search.load_study(sweeper.config).trials
+    trials = OptunaStudy(sweeper.config).load().trials
     assert trials[0].state.name == "FAIL" and sweeper.launcher.jobs[0] != 0
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
     assert retry.state.name == "COMPLETE" and retry.params == dead.params
-    assert len(search.counted(trials)) == 2
+    assert len(counted(trials)) == 2
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A project after a 6-trial TPE search (pruning on, but not before epoch 10)."""
-    project = copy_project(tmp_path_factory.mktemp("searched"))
-    proc = run_cli(project, "-m", "src.train", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6",
-                   *TINY, "-m")  # fmt: skip
-    return project, proc
+    """A folder after a 6-trial TPE search in this process (pruning on, not before epoch 20)."""
+    workdir = tmp_path_factory.mktemp("searched")
+    train_multirun(workdir, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", *TINY)
+    return workdir
 
 
-@pytest.mark.e2e
-def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searched):
-    project, proc = searched
-    client = mlflow_client(project)
+def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searched, capsys):
+    client = client_of(searched)
     parent, children = _family(client)
     assert parent.info.status == "FINISHED" and len(children) == 6
     assert all(c.info.status == "FINISHED" for c in children)
     assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(6))
     assert all(c.info.run_name.startswith(f"t{c.data.tags['optuna_trial']}-b") for c in children)
 
-    study = _study(f"sqlite:///{project / 'multirun/optuna.db'}")
-    assert len(study.trials) == 6 and all(t.state.name == "COMPLETE" for t in study.trials)
+    found = _study(f"sqlite:///{searched / 'multirun/optuna.db'}")
+    assert len(found.trials) == 6 and all(t.state.name == "COMPLETE" for t in found.trials)
     accuracy = {c.info.run_id: c.data.metrics["val_accuracy"] for c in children}
-    assert study.best_value == pytest.approx(max(accuracy.values()))
-    assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(study.best_value)
-    assert parent.data.tags["best_trial"] == str(study.best_trial.number)
-    best = next(c for c in children if c.data.tags["optuna_trial"] == str(study.best_trial.number))
+    assert found.best_value == pytest.approx(max(accuracy.values()))
+    assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(found.best_value)
+    assert parent.data.tags["best_trial"] == str(found.best_trial.number)
+    best = next(c for c in children if c.data.tags["optuna_trial"] == str(found.best_trial.number))
     assert parent.data.tags["best_trial_run_id"] == best.info.run_id
     assert parent.data.metrics["trials_complete"] == 6
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
     assert {"optuna/optimization_history.html", "optuna/param_importances.html"} <= plots
     # each trial reported its validation accuracy after every epoch to the study
-    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in study.trials)
+    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in found.trials)
 
-    sweep_dir = next(project.glob("multirun/*/*/multirun.yaml")).parent
-    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    folder = sweep_dir(searched)
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
     assert len(rows) == 6 and all(r["status"] == "FINISHED" for r in rows)
-    assert sorted(p.name for p in sweep_dir.glob("[0-9]")) == [str(n) for n in range(6)]
+    assert sorted(p.name for p in folder.glob("[0-9]")) == [str(n) for n in range(6)]
     champion = client.get_model_version_by_alias("ae-classify-digits", "champion")
-    assert accuracy[champion.run_id] == study.best_value  # the best validation accuracy
+    assert accuracy[champion.run_id] == found.best_value  # the best validation accuracy
 
-    again = run_cli(project, "-m", "src.train", "hydra/sweeper=optuna",
-                    "hydra.sweeper.n_trials=6", *TINY, "-m")  # fmt: skip
-    assert len(_study(f"sqlite:///{project / 'multirun/optuna.db'}").trials) == 6  # done already
+    capsys.readouterr()
+    train_multirun(searched, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", *TINY)
+    assert len(_study(f"sqlite:///{searched / 'multirun/optuna.db'}").trials) == 6  # done
     assert _family(client)[0].info.run_id == parent.info.run_id
-    assert "study train-" in again.stderr + again.stdout
+    assert "study train-" in capsys.readouterr().out
 
 
-@pytest.mark.e2e
-def test_pruning_stops_trials_with_a_learning_rate_that_cannot_train(project):
+def test_pruning_stops_trials_with_a_learning_rate_that_cannot_train(tmp_path):
     """A head with learning rate 1e-7 stays at chance; the median pruner stops such trials
     once a trial with a working rate has finished."""
     pruner = ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0"]
-    proc = run_cli(project, "-m", "src.train", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6",
-                   *pruner, "bottleneck=16", "dropout=0.0", "classify.learning_rate=1e-7,0.02",
-                   "pretrain.epochs=2", "classify.epochs=6", "-m")  # fmt: skip
-    assert proc.returncode == 0  # pruned trials are not failures
-    study = _study(f"sqlite:///{project / 'multirun/optuna.db'}")
-    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    train_multirun(tmp_path, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", *pruner,
+                   "bottleneck=16", "dropout=0.0", "classify.learning_rate=1e-7,0.02",
+                   "pretrain.epochs=2", "classify.epochs=6")  # fmt: skip
+    found = _study(f"sqlite:///{tmp_path / 'multirun/optuna.db'}")  # no SystemExit: not failures
+    pruned = [t for t in found.trials if t.state.name == "PRUNED"]
     assert pruned and all(t.params["classify.learning_rate"] == 1e-7 for t in pruned)
-    assert len(study.trials) == 6
-    client = mlflow_client(project)
-    _, children = _family(client)
+    assert len(found.trials) == 6
+    _, children = _family(client_of(tmp_path))
     by_trial = {int(c.data.tags["optuna_trial"]): c for c in children}
     assert len(children) == 6 and sorted(by_trial) == list(range(6))
     for t in pruned:
         run = by_trial[t.number]
         assert run.info.status == "KILLED" and "pruned at epoch" in run.data.tags["pruned"]
-    sweep_dir = next(project.glob("multirun/*/*/multirun.yaml")).parent
-    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    rows = list(csv.DictReader((sweep_dir(tmp_path) / "summary.csv").open()))
     assert sum(r["status"] == "PRUNED" for r in rows) == len(pruned)
-    assert "PRUNED (Trial was pruned at epoch" in proc.stdout + proc.stderr
+    assert all("pruned at epoch" in r["error"] for r in rows if r["status"] == "PRUNED")
+
+
+def test_claim_is_won_by_exactly_one_of_many_callers(tmp_path):
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    won = []
+    threads = [threading.Thread(target=lambda: won.append(optuna_study.claim(url, "k")))
+               for _ in range(6)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == [False] * 5 + [True]
+    assert optuna_study.claim(url, "another key") and not optuna_study.claim(url, "k")
+
+
+def test_workers_that_end_together_finish_the_shared_parent_once(tmp_path, monkeypatch):
+    """Two workers of one search reach the end at the same moment: one logs the summary and
+    the champion rules and ends the parent; the other leaves it."""
+    import threading
+
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+    from optuna.distributions import IntDistribution
+
+    from src.sweeps.callback import SweepCallback
+
+    monkeypatch.chdir(tmp_path)
+    configs = [_compose(f"hydra.sweep.dir={tmp_path / name}") for name in ("a", "b")]
+    cfg = configs[0]  # two workers, each its own sweep folder, one study
+    HydraConfig.instance().set_config(cfg)
+    workers = [SweepCallback(), SweepCallback()]
+    for w, c in zip(workers, configs, strict=True):
+        w.on_multirun_start(c)
+    assert workers[0].parent_run_id == workers[1].parent_run_id
+    shared = OptunaStudy(cfg).load()
+    for accuracy in (0.5, 0.7):  # two trials, as the workers ran them
+        trial = shared.ask({"bottleneck": IntDistribution(2, 64)})
+        metrics = dict.fromkeys(["test_accuracy", "test_loss", "test_reconstruction_mse",
+                                 "train_seconds"], accuracy)  # fmt: skip
+        trial.set_user_attr("result", {"status": "FINISHED", "val_accuracy": accuracy, "seed": 42,
+                                       "dropout": 0.2, "bottleneck": trial.params["bottleneck"],
+                                       **metrics})  # fmt: skip
+        shared.tell(trial, accuracy)
+    finished = []
+    real_finish = parent.finish
+    monkeypatch.setattr(parent, "finish", lambda *a: finished.append(1) or real_finish(*a))
+    barrier = threading.Barrier(2)
+
+    def end(worker: SweepCallback, config) -> None:
+        barrier.wait()
+        worker.on_multirun_end(config)
+
+    pairs = zip(workers, configs, strict=True)
+    threads = [threading.Thread(target=end, args=pair) for pair in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert finished == [1]
+    run = MlflowClient().get_run(workers[0].parent_run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["trials_complete"] == 2
+    assert optuna.load_study(study_name=OptunaStudy(cfg).name, storage=OptunaStudy(cfg).url)
 
 
 @pytest.mark.e2e
@@ -304,17 +363,17 @@ def test_two_workers_share_one_study_on_postgresql(project, postgres, tracking_s
     outputs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     study = _study(storage)
-    trials = search.counted(study.trials)  # a surplus trial (never launched) is not counted
+    trials = counted(study.trials)  # a surplus trial (never launched) is not counted
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
-    ran = [sum(f"Trial {n} finished" in out for out in outputs) for n in range(6)]
+    ran = [sum(f"trial {n} finished" in out for out in outputs) for n in range(6)]
     assert ran == [1] * 6  # each trial ran in one worker
-    assert all(out.count(" finished with value") >= 1 for out in outputs)  # both worked
+    assert all(out.count(" finished: val_accuracy") >= 1 for out in outputs)  # both worked
     parent, children = _family(MlflowClient(tracking_uri=tracking_server))
     assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(6))
     assert all(c.info.status == "FINISHED" for c in children)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(study.best_value)
-    # both workers finished the parent and checked the champion: one version was registered
+    # one of the workers finished the parent and registered the champion: one version
     versions = MlflowClient(tracking_uri=tracking_server).search_model_versions(
         "name = 'ae-classify-digits'"
     )

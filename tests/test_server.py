@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import TINY, run_cli
 
 pytestmark = pytest.mark.e2e
-TINY = ["pretrain.epochs=2", "classify.epochs=2"]
 
 
 def test_parallel_sweep_logs_everything_to_the_server(project, tracking_server):
-    run_cli(project, "-m", "src.train", "mlflow=server", "bottleneck=4", "dropout=0.0,0.5",
+    proc = run_cli(project, "-m", "src.train", "mlflow=server", "bottleneck=4", "dropout=0.0,0.5",
             *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "-m",
             env={"MLFLOW_TRACKING_URI": tracking_server})  # fmt: skip
     assert not (project / "mlflow.db").exists()  # nothing went to a local store
@@ -40,4 +39,6 @@ def test_parallel_sweep_logs_everything_to_the_server(project, tracking_server):
     assert "summary/summary.csv" in summary
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
     assert sum(m.name == "classifier" for m in models) == 2
+    champions = client.search_model_versions("name = 'ae-classify-digits'")
+    assert len(champions) == 1, (proc.stdout + proc.stderr)[-3000:]
     assert client.get_model_version_by_alias("ae-classify-digits", "champion")

@@ -42,7 +42,7 @@ def logged(tmp_path_factory, digits) -> tuple[str, dict]:
         experiment_ids=[exp],
         filter_string=f"source_run_id = '{run.info.run_id}' AND name = 'classifier'",
         output_format="list",
-    )  # as src.sweep's register_champion finds it
+    )  # as src.sweeps.champion finds it
     return model.model_uri, record
 
 

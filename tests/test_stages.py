@@ -10,9 +10,7 @@ import pytest
 
 from src import classify, evaluate, models, prepare, pretrain
 from src.config import validate
-from tests.conftest import make_cfg
-
-TINY = ["pretrain.epochs=2", "classify.epochs=2", "evaluate.tsne_max_samples=100"]
+from tests.conftest import TINY, make_cfg
 
 
 @pytest.fixture(scope="module")

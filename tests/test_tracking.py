@@ -127,3 +127,27 @@ def test_nothing_is_logged_without_a_run():
     assert mlflow.active_run() is None
     tracking.log_model(tiny_classifier(), "classifier", np.zeros((2, 8, 8, 1), np.float32))
     assert tracking.callbacks("pretrain/") == []
+
+
+def test_retry_locked_retries_only_lock_errors(monkeypatch):
+    from src import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    attempts = []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.retry_locked(flaky) == "ok" and len(attempts) == 3
+
+    def broken():
+        attempts.append(1)
+        raise RuntimeError("no such table: runs")
+
+    attempts.clear()
+    with pytest.raises(RuntimeError, match="no such table"):
+        tracking.retry_locked(broken)
+    assert len(attempts) == 1

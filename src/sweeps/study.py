@@ -1,0 +1,103 @@
+"""A sweep's study: what identifies it, how it gets its parent MLflow run, its rows (one per run)
+and what it alone logs. GridStudy is a sweep of Hydra's basic sweeper over job folders;
+OptunaStudy (src.sweeps.optuna_study) is a search, shared by every worker on its storage."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import config_hash, flatten
+from src.sweeps.context import SweepContext
+
+
+def is_search(config: DictConfig) -> bool:
+    """Whether a multirun searches with Optuna (hydra/sweeper=optuna): the one place that asks."""
+    return config.hydra.runtime.choices.get("hydra/sweeper") == "optuna"
+
+
+def parse(overrides: list[str]) -> list[Any]:
+    """Overrides as Hydra's own parser reads them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies, as Hydra's parser tells sweeps (a=1,2, range(...), ...) from
+    values; then hydra.sweeper.params (a preset's grid, a search's space) unless the command
+    line fixes the key."""
+    task = parse(config.hydra.overrides.task)
+    keys = [o.key_or_group for o in task if o.is_sweep_override()]
+    fixed = {o.key_or_group for o in task if not o.is_sweep_override()}
+    keys += [k for k in flatten(config.hydra.sweeper.get("params") or {})
+             if k not in keys and k not in fixed]  # fmt: skip
+    return [k for k in keys if not k.startswith("hydra.")]
+
+
+def job_result(job_dir: str | Path) -> dict[str, Any] | None:
+    """A job's result.json (src.train writes it whatever happened); None if it died first."""
+    path = Path(job_dir) / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class Study:
+    """What every study has: its config and sweep folder, and what it hands its jobs."""
+
+    heatmaps = True  # the bottleneck x dropout figures (a search has Optuna's plots instead)
+
+    def __init__(self, config: DictConfig) -> None:
+        self.config = config
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def context(self, parent_run_id: str | None) -> SweepContext:
+        return SweepContext(parent_run_id, swept_keys(self.config), bool(self.config.sweep.resume))
+
+    def log_extras(self, client: Any, run_id: str) -> None:
+        """What only this kind of study logs on its parent run: nothing for a grid."""
+
+    def claim_finish(self, run_id: str) -> bool:
+        """Whether this process finishes the parent run: a grid has one driver."""
+        return True
+
+
+class GridStudy(Study):
+    """A grid sweep: the command's overrides identify it; its rows are its job folders."""
+
+    def key(self) -> str:
+        """The parent run's `sweep_key` tag: overrides (in any order) and sweeper."""
+        identity = {"overrides": sorted(self.config.hydra.overrides.task),
+                    "sweeper": self.config.hydra.runtime.choices.get("hydra/sweeper")}  # fmt: skip
+        return config_hash(OmegaConf.create(identity))
+
+    def parent_run(self, client: Any, experiment_id: str, create: Callable[[], str]) -> str:
+        """The sweep's latest parent if it did not finish (and sweep.resume), else a new one."""
+        from src.sweeps import parent
+
+        resumed = parent.unfinished(client, experiment_id, self.key())
+        if resumed and self.config.sweep.resume:
+            return parent.reopen(client, experiment_id, resumed, self.sweep_dir)
+        return create()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per job folder: its overrides' values and its result.json."""
+        rows = []
+        jobs = [p.parent.parent for p in self.sweep_dir.glob("*/.hydra/overrides.yaml")]
+        for job in sorted(jobs, key=lambda p: int(p.name) if p.name.isdigit() else p.name):
+            overrides = yaml.safe_load((job / ".hydra/overrides.yaml").read_text()) or []
+            row = {"point": ",".join(overrides) or job.name,
+                   **{o.key_or_group: o.value() for o in parse(overrides)}}  # fmt: skip
+            row.update(job_result(job) or {"status": "FAILED", "error": "no result"})
+            rows.append(row)
+        return rows
+
+
+def open_study(config: DictConfig) -> Study:
+    if is_search(config):
+        from src.sweeps.optuna_study import OptunaStudy
+
+        return OptunaStudy(config)
+    return GridStudy(config)
