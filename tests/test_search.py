@@ -208,29 +208,29 @@ def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A folder after a 6-trial TPE search in this process (pruning on, not before epoch 20)."""
+    """A folder after a 4-trial TPE search in this process (pruning on, not before epoch 20)."""
     workdir = tmp_path_factory.mktemp("searched")
-    train_multirun(workdir, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", *TINY)
+    train_multirun(workdir, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", *TINY)
     return workdir
 
 
 def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searched, capsys):
     client = client_of(searched)
     parent, children = _family(client)
-    assert parent.info.status == "FINISHED" and len(children) == 6
+    assert parent.info.status == "FINISHED" and len(children) == 4
     assert all(c.info.status == "FINISHED" for c in children)
-    assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(6))
+    assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(4))
     assert all(c.info.run_name.startswith(f"t{c.data.tags['optuna_trial']}-b") for c in children)
 
     found = _study(f"sqlite:///{searched / 'multirun/optuna.db'}")
-    assert len(found.trials) == 6 and all(t.state.name == "COMPLETE" for t in found.trials)
+    assert len(found.trials) == 4 and all(t.state.name == "COMPLETE" for t in found.trials)
     accuracy = {c.info.run_id: c.data.metrics["val_accuracy"] for c in children}
     assert found.best_value == pytest.approx(max(accuracy.values()))
     assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(found.best_value)
     assert parent.data.tags["best_trial"] == str(found.best_trial.number)
     best = next(c for c in children if c.data.tags["optuna_trial"] == str(found.best_trial.number))
     assert parent.data.tags["best_trial_run_id"] == best.info.run_id
-    assert parent.data.metrics["trials_complete"] == 6
+    assert parent.data.metrics["trials_complete"] == 4
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
     assert {"optuna/optimization_history.html", "optuna/param_importances.html"} <= plots
     # each trial reported its validation accuracy after every epoch to the study
@@ -238,14 +238,14 @@ def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searc
 
     folder = sweep_dir(searched)
     rows = list(csv.DictReader((folder / "summary.csv").open()))
-    assert len(rows) == 6 and all(r["status"] == "FINISHED" for r in rows)
-    assert sorted(p.name for p in folder.glob("[0-9]")) == [str(n) for n in range(6)]
+    assert len(rows) == 4 and all(r["status"] == "FINISHED" for r in rows)
+    assert sorted(p.name for p in folder.glob("[0-9]")) == [str(n) for n in range(4)]
     champion = client.get_model_version_by_alias("ae-classify-digits", "champion")
     assert accuracy[champion.run_id] == found.best_value  # the best validation accuracy
 
     capsys.readouterr()
-    train_multirun(searched, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", *TINY)
-    assert len(_study(f"sqlite:///{searched / 'multirun/optuna.db'}").trials) == 6  # done
+    train_multirun(searched, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", *TINY)
+    assert len(_study(f"sqlite:///{searched / 'multirun/optuna.db'}").trials) == 4  # done
     assert _family(client)[0].info.run_id == parent.info.run_id
     assert "study train-" in capsys.readouterr().out
 
@@ -254,16 +254,16 @@ def test_pruning_stops_trials_with_a_learning_rate_that_cannot_train(tmp_path):
     """A head with learning rate 1e-7 stays at chance; the median pruner stops such trials
     once a trial with a working rate has finished."""
     pruner = ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0"]
-    train_multirun(tmp_path, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", *pruner,
+    train_multirun(tmp_path, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", *pruner,
                    "bottleneck=16", "dropout=0.0", "classify.learning_rate=1e-7,0.02",
                    "pretrain.epochs=2", "classify.epochs=6")  # fmt: skip
     found = _study(f"sqlite:///{tmp_path / 'multirun/optuna.db'}")  # no SystemExit: not failures
     pruned = [t for t in found.trials if t.state.name == "PRUNED"]
     assert pruned and all(t.params["classify.learning_rate"] == 1e-7 for t in pruned)
-    assert len(found.trials) == 6
+    assert len(found.trials) == 4
     _, children = _family(client_of(tmp_path))
     by_trial = {int(c.data.tags["optuna_trial"]): c for c in children}
-    assert len(children) == 6 and sorted(by_trial) == list(range(6))
+    assert len(children) == 4 and sorted(by_trial) == list(range(4))
     for t in pruned:
         run = by_trial[t.number]
         assert run.info.status == "KILLED" and "pruned at epoch" in run.data.tags["pruned"]
@@ -352,9 +352,9 @@ def test_trials_in_other_processes_report_to_the_study(project):
 @pytest.mark.e2e
 def test_two_workers_share_one_study_on_postgresql(project, postgres, tracking_server):
     """The same command in two processes, one PostgreSQL storage, one MLflow server: exactly
-    six trials between them, each in exactly one child run of one parent."""
+    four trials between them, each in exactly one child run of one parent."""
     storage = postgres.rsplit("/", 1)[0] + "/optuna"
-    args = [sys.executable, "-m", "src.train", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6",
+    args = [sys.executable, "-m", "src.train", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared", *TINY,
             "-m"]  # fmt: skip
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_server}
@@ -364,12 +364,12 @@ def test_two_workers_share_one_study_on_postgresql(project, postgres, tracking_s
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     study = _study(storage)
     trials = counted(study.trials)  # a surplus trial (never launched) is not counted
-    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
-    ran = [sum(f"trial {n} finished" in out for out in outputs) for n in range(6)]
-    assert ran == [1] * 6  # each trial ran in one worker
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    ran = [sum(f"trial {n} finished" in out for out in outputs) for n in range(4)]
+    assert ran == [1] * 4  # each trial ran in one worker
     assert all(out.count(" finished: val_accuracy") >= 1 for out in outputs)  # both worked
     parent, children = _family(MlflowClient(tracking_uri=tracking_server))
-    assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(6))
+    assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(4))
     assert all(c.info.status == "FINISHED" for c in children)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(study.best_value)
