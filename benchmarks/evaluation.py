@@ -3,7 +3,7 @@ input dtype, threads) and the t-SNE maps of the codes (max_iter, angle, threads,
 the accuracy next to every time.
 
 Usage: python benchmarks/evaluation.py [--repeats 3] [--only raw,tsne]
-Reads the pipeline's prepared MNIST (.cache/prepared-mnist-*.npz: 54000 train, 6000 val, 10000
+Reads the pipeline's prepared MNIST (.cache/prepared/<key>/mnist.npz: 54000 train, 6000 val, 10000
 test; prepared from ../shared/data/mnist.npz if missing). Variants run round-robin, each timed
 in process (the fit only); the table gives the median. The raw baseline's rows are chosen on val
 accuracy, test is shown for reference. The t-SNE rows map 2000 test images' PCA codes (the
@@ -36,7 +36,7 @@ UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 def load_arrays() -> dict[str, np.ndarray]:
     from src import data
 
-    cached = sorted(glob.glob(str(ROOT / ".cache" / "prepared-mnist-*.npz")))
+    cached = sorted(glob.glob(str(ROOT / ".cache" / "prepared" / "*" / "mnist.npz")))
     if cached:
         return data.load(cached[0])
     return data.prepare("mnist", None, 0.1, SEED, str(MNIST))
