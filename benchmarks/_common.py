@@ -1,8 +1,10 @@
 """Shared helpers for the benchmark scripts: machine description, MNIST loading, tables."""
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"  # what the docs publish: python -m benchmarks.publish
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 HIDDEN = [128, 64]  # dense AE 784-128-64-32
 BOTTLENECK = 32
@@ -32,9 +35,36 @@ def load_avg() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def command() -> str:
+    """The command line this script was started with, from the repository root."""
+    return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+def meta() -> dict:
+    """What a results file says about where it came from: command, commit, date, machine, load."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return {"command": command(), "commit": commit + ("+changes" if dirty else ""),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{os.cpu_count()} cores, {cpu_model()}",
+            "load_at_start": load_avg()}  # fmt: skip
+
+
+def write_results(name: str, values: dict, started: dict) -> Path:
+    """benchmarks/results/<name>.json: `values` and `started` (meta() from the start)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {**started, "load_at_end": load_avg(), **values}
+    path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    print(f"results in {os.path.relpath(path, ROOT)}", file=sys.stderr)
+    return path
+
+
 def header(title: str) -> str:
     """Markdown heading with the command, date, machine and current load average."""
-    cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    cmd = command()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"## {title}\n\n`{cmd}`  \n{now}; {os.cpu_count()} cores, {cpu_model()}; "

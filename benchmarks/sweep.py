@@ -21,6 +21,8 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
+from benchmarks._common import meta, write_results  # noqa: E402
 
 
 def timed(args: list[str], workdir: Path, root: Path = ROOT) -> float:
@@ -46,7 +48,9 @@ def mean_accuracy(workdir: Path) -> float:
 
 
 def against(rev: str, grid: list[str], repeats: int) -> None:
-    """The same sweep here and on commit `rev`, alternately; medians and their ratio."""
+    """The same sweep here and on commit `rev`, alternately; medians and their ratio, printed
+    and written to benchmarks/results/sweep_against.json."""
+    started = meta()
     times: dict[str, list[float]] = {"this tree": [], rev: []}
     accuracy: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +77,9 @@ def against(rev: str, grid: list[str], repeats: int) -> None:
               f"| {accuracy[name]:.4f} |")  # fmt: skip
     ratio = statistics.median(times["this tree"]) / statistics.median(times[rev])
     print(f"\nthis tree / {rev} = {ratio:.2f}")
+    write_results("sweep_against", {"against": rev, "grid": grid, "repeats": repeats,
+                                    "seconds": times, "mean_test_accuracy": accuracy,
+                                    "ratio": ratio}, started)  # fmt: skip
 
 
 def main() -> None:

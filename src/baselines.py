@@ -21,18 +21,35 @@ def fit_pca(x_train: np.ndarray, n_components: int) -> PCA:
     from sklearn.decomposition import PCA as SkPCA
     from threadpoolctl import threadpool_limits
 
-    # One BLAS thread: on a busy 2-core machine two spinning threads took 1.4 s, one 0.01 s.
+    # One BLAS thread: two spinning threads were far slower on a busy 2-core machine.
     with threadpool_limits(1):
         pca = SkPCA(n_components, svd_solver="covariance_eigh").fit(flat(x_train))
     return {"components": pca.components_, "mean": pca.mean_}
 
 
+ROWS = 8192  # rows per float64 block of `product`: MNIST's training images in 7 of 51 MB
+
+
+def product(a: np.ndarray, b: np.ndarray, shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """(a + shift) @ b as float32, the same on any BLAS thread count, kernel or load: summed in
+    float64 on one thread, then rounded. Summed in float32, the digits test set's PCA codes
+    differed between 1 and 2 BLAS threads (by up to 4e-7), enough for another t-SNE map."""
+    from threadpoolctl import threadpool_limits
+
+    out = np.empty((len(a), b.shape[1]), np.float32)
+    b64 = b.astype(np.float64)
+    with threadpool_limits(1, user_api="blas"):
+        for i in range(0, len(a), ROWS):
+            out[i : i + ROWS] = (a[i : i + ROWS].astype(np.float64) + shift) @ b64
+    return out
+
+
 def pca_codes(pca: PCA, x: np.ndarray) -> np.ndarray:
-    return (flat(x) - pca["mean"]) @ pca["components"].T
+    return product(flat(x), pca["components"].T, -pca["mean"].astype(np.float64))
 
 
 def pca_reconstruct(pca: PCA, x: np.ndarray) -> np.ndarray:
-    return (pca_codes(pca, x) @ pca["components"] + pca["mean"]).reshape(x.shape)
+    return (product(pca_codes(pca, x), pca["components"]) + pca["mean"]).reshape(x.shape)
 
 
 def save_pca(pca: PCA, path: str | Path) -> None:
@@ -74,10 +91,8 @@ def fit_raw_baseline(x_train: np.ndarray, y_train: np.ndarray) -> Any:
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    # MNIST, 54000 images (benchmarks/evaluation.py): the default tol 1e-4 (max_iter 2000)
-    # took 13.6 s (250 iterations), 5e-4 4.7 s (83) at the same accuracy (val 0.9227 vs 0.9218,
-    # test 0.9254 vs 0.9246). float64 input was slower (11.4 s), and so were 2 BLAS threads on
-    # the shared 2 cores (10.3 s; digits: 4.7 s on two busy threads, 0.15 s on one).
+    # tol 5e-4 instead of 1e-4, float32, one BLAS thread: about 3x faster on MNIST at the same
+    # accuracy (benchmarks/evaluation.py; its figures in benchmarks/README.md).
     with threadpool_limits(1):
         model = LogisticRegression(tol=5e-4, max_iter=2000)
         return model.fit(flat(x_train), y_train)

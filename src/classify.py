@@ -132,7 +132,7 @@ def fit_baselines(cfg: DictConfig, arrays: dict, cache: Cache) -> dict[str, Any]
     from src import baselines
 
     settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
-    log.info("training the PCA baseline: %d components, same head", cfg.bottleneck)
+    log.debug("training the PCA baseline: %d components, same head", cfg.bottleneck)
     pca = cache.arrays(
         "pca", {"bottleneck": cfg.bottleneck},
         lambda: baselines.fit_pca(arrays["x_train"], cfg.bottleneck),
@@ -140,7 +140,7 @@ def fit_baselines(cfg: DictConfig, arrays: dict, cache: Cache) -> dict[str, Any]
     pca_classifier = baselines.fit_pca_classifier(pca, arrays, labels, settings)
     _, pca_val_accuracy = pca_classifier.evaluate(arrays["x_val"], arrays["y_val"], verbose=0)
     log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)
-    log.info("training the from-scratch baseline: the same network, randomly initialised")
+    log.debug("training the from-scratch baseline: the same network, randomly initialised")
     scratch = scratch_classifier(cfg, arrays, labels, settings, cache)
     scratch_val_predicted = scratch.predict(arrays["x_val"], verbose=0).argmax(axis=1)
     scratch_val_accuracy = float(np.mean(scratch_val_predicted == arrays["y_val"]))
@@ -194,6 +194,7 @@ def run(
         save(cfg, arrays, staged, {"classifier": classifier, "history": history, **baselines})
 
 
+@cli.checked_choices
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cli.run_stage(cfg, "classify", PARAMS, run)

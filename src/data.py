@@ -1,6 +1,8 @@
 """Load a labelled image dataset, check it, split it and scale it to [0, 1]."""
 
+import contextlib
 import gzip
+import io
 import logging
 import zipfile
 from pathlib import Path
@@ -27,6 +29,10 @@ KERAS_DATASETS = {  # loaded through keras.datasets unless dataset.path is set
         "Bag",
         "Ankle boot",
     ],  # fmt: skip
+}
+LOCAL_COPIES = {  # an example of dataset.path for each, as README and conf/dataset/ give them
+    "mnist": "../shared/data/mnist.npz",
+    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
 }
 IDX_FILES = {  # the four files of the original MNIST / Fashion-MNIST distributions
     "x_train": "train-images-idx3-ubyte",
@@ -80,19 +86,31 @@ def read_path(path: str) -> dict[str, np.ndarray]:
 
 
 def load_keras(name: str) -> dict[str, np.ndarray]:
-    """Download (or read from ~/.keras/datasets) a dataset that ships with keras.datasets."""
+    """Download (or read from ~/.keras/datasets) a dataset that ships with keras.datasets; Keras'
+    own "Downloading data from" line and progress bar are held back, so that a failed download
+    is one error line."""
     import keras
 
+    said = io.StringIO()
     try:
-        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+        with contextlib.redirect_stdout(said):
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as e:  # no network, a damaged cache, ...
         raise UserError(
-            f"{name} is not in ~/.keras/datasets and could not be downloaded ({e}); "
-            f"with internet access it downloads by itself, otherwise set dataset.path= to a "
-            f"local copy: a .npz with x_train, y_train, x_test, y_test, or a folder with the "
-            f"four IDX .gz files"
+            f"{name} is not in ~/.keras/datasets and could not be downloaded "
+            f"({download_error(e)}): set dataset.path= to a local copy, e.g. "
+            f"dataset.path={LOCAL_COPIES.get(name, f'{name}.npz')} (a .npz with x_train, "
+            "y_train, x_test and y_test, or a folder of the four IDX .gz files)"
         ) from None
+    if "Downloading" in said.getvalue():
+        log.info("downloaded %s into ~/.keras/datasets", name)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def download_error(e: Exception) -> str:
+    """The reason in Keras' "URL fetch failure on <url>: <code> -- <reason>", or the message."""
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return message.rsplit(" -- ", 1)[-1] if message.startswith("URL fetch failure") else message
 
 
 def load_dataset(

@@ -220,6 +220,7 @@ def run(
     return scores
 
 
+@cli.checked_choices
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cli.run_stage(cfg, "evaluate", PARAMS, run)

@@ -1,5 +1,7 @@
 """Build the autoencoder and the classifier (Keras functional API), save and load them."""
 
+import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -181,9 +183,27 @@ def build_linear_encoder(
 
 
 def save(model: keras.Model, path: str | Path) -> None:
-    """Save as .keras, atomically: a crash leaves the old file or none."""
+    """Save as .keras, atomically (a crash leaves the old file or none) and reproducibly: the
+    same model gives the same bytes, so that `dvc repro` in a fresh clone leaves dvc.lock as it
+    was (Keras writes the save time into metadata.json and the weights' zip entry)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+        without_times(tmp)
+
+
+def without_times(path: str | Path) -> None:
+    """Rewrite a .keras zip with every entry dated 1980-01-01 and no date_saved in its
+    metadata.json (load_model reads neither)."""
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, content in entries:
+            if info.filename == "metadata.json":
+                metadata = {k: v for k, v in json.loads(content).items() if k != "date_saved"}
+                content = json.dumps(metadata).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            archive.writestr(fixed, content)
 
 
 def load(path: str | Path) -> keras.Model:

@@ -110,26 +110,28 @@ def reconstructions(
     path: str | Path,
     noisy: np.ndarray | None = None,
 ) -> None:
-    """Test images (top row), optionally the noisy inputs, then one row per reconstruction."""
+    """Test images (top row), optionally the noisy inputs, then one row per reconstruction: one
+    image of tiles with white gaps (one axes, not one per tile: 5x faster to draw)."""
     rows = {"test image": images}
     if noisy is not None:
         rows["noisy input"] = noisy
     rows.update(reconstructed)
-    n = len(images)
+    n, (h, w), gray = len(images), images.shape[1:3], images.shape[-1] == 1
+    blank = 0.0 if gray else 1.0  # white: gray_r shows 0 as white, RGB shows 1 as white
+    tile = [(0, 2), (0, 2), (0, 0)]  # 2 pixels of gap right of and below each image
+    grid = np.concatenate([
+        np.concatenate([np.pad(np.clip(img.reshape(images.shape[1:]), 0, 1), tile,
+                               constant_values=blank) for img in row], axis=1)
+        for row in rows.values()
+    ])  # fmt: skip
     fig = Figure(figsize=(1.1 * n + 1.5, 1.2 * len(rows) + 0.6))
-    axes = fig.subplots(len(rows), n, squeeze=False)
-    for r, (row_name, row) in enumerate(rows.items()):
-        for i in range(n):
-            ax = axes[r, i]
-            img = row[i].reshape(images.shape[1:])
-            if img.shape[-1] == 1:
-                ax.imshow(img[..., 0], cmap="gray_r", vmin=0, vmax=1)
-            else:
-                ax.imshow(np.clip(img, 0, 1))
-            ax.set(xticks=[], yticks=[])
-            if r == 0:
-                ax.set_title(f"class {labels[i]}", fontsize=9)
-        axes[r, 0].set_ylabel(row_name, rotation=0, ha="right", va="center", fontsize=10)
+    ax = fig.subplots()
+    ax.imshow(grid[..., 0] if gray else grid, cmap="gray_r", vmin=0, vmax=1)
+    ax.set_xticks((w + 2) * np.arange(n) + (w - 1) / 2, [f"class {c}" for c in labels], fontsize=9)
+    ax.set_yticks((h + 2) * np.arange(len(rows)) + (h - 1) / 2, list(rows), fontsize=10)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
     fig.suptitle("Test images and their reconstructions")
     _save(fig, path)
 
@@ -171,7 +173,9 @@ def sweep_heatmap(points: list[dict], path: str | Path) -> None:
                 text = f"{mean[i, j]:.3f}" + (
                     f"\n± {half[i, j]:.3f}" if np.isfinite(half[i, j]) else ""
                 )
-                ax.text(j, i, text, ha="center", va="center", color="white", fontsize=9)
+                r, g, b, _ = image.cmap(image.norm(mean[i, j]))  # dark text on light cells
+                colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
     best = points[0]
     i, j = dropouts.index(best["dropout"]), bottlenecks.index(best["bottleneck"])
     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))

@@ -24,6 +24,9 @@ from src.runtime import UserError, quiet_tensorflow, user_errors
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ACCEPTED = (
+    "give an .npz file (array x, x_test or images), a PNG or JPEG image, or a folder of them"
+)
 
 
 def preprocessing_path(model_path: str | Path) -> Path:
@@ -57,32 +60,63 @@ def load_predictor(ref: str, tracking_uri: str | None = None) -> tuple[Any, dict
     return model, record
 
 
+def input_files(source: str) -> list[Path]:
+    """The image files that input=`source` names ([] for an .npz), each one an image by its
+    header: checked before TensorFlow loads, so that a wrong input is refused at once."""
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"input={source} not found: {ACCEPTED}")
+    if path.suffix == ".npz" and path.is_file():
+        return []
+    if not path.is_dir():
+        if not is_image(path):
+            raise UserError(f"input={source} is neither an .npz file nor an image: {ACCEPTED}")
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(
+            f"input={source} is a folder without .png, .jpg or .jpeg files: {ACCEPTED}"
+        )
+    for p in files:
+        if not is_image(p):
+            raise UserError(f"input={source} holds {p.name}, which is not an image: {ACCEPTED}")
+    return files
+
+
+def is_image(path: Path) -> bool:
+    """Whether Pillow, which keras.utils.load_img reads with, knows the file's format."""
+    from PIL import Image
+
+    try:
+        Image.open(path).close()  # reads the header only
+    except OSError:  # Pillow's UnidentifiedImageError is one
+        return False
+    return True
+
+
 def read_inputs(source: str, record: dict) -> tuple[list[str], np.ndarray]:
     """Names and preprocessed images (n, h, w, c) in [0, 1], shaped as the model expects."""
     import keras
 
     from src import data, serving
 
-    path = Path(source)
     h, w, c = record["image_shape"]
-    if path.suffix == ".npz":
-        arrays = data.read_npz(path, f"input={source}")
+    files = input_files(source)
+    if not files:
+        arrays = data.read_npz(source, f"input={source}")
         key = next((k for k in ("x", "x_test", "images") if k in arrays), None)
         if key is None:
             raise UserError(f"input={source} has no array x, x_test or images")
         x = serving.preprocess(arrays[key], record, f"input={source}")  # as the served model
         return [f"{source}[{i}]" for i in range(len(x))], x
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if (
-        path.is_dir()) else [path]  # fmt: skip
-    if not files or not all(p.is_file() for p in files):
-        raise UserError(f"input={source} is not an .npz file, an image or a folder of images")
     mode = "grayscale" if c == 1 else "rgb"
     images = []
     for p in files:
         try:
             img = keras.utils.load_img(p, color_mode=mode, target_size=(h, w))
-        except Exception as e:
-            raise UserError(f"input image {p} cannot be read ({e})") from None
+        except Exception as e:  # a damaged image: its header was fine
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"input image {p} cannot be read ({reason})") from None
         images.append(keras.utils.img_to_array(img) / 255.0)  # 8-bit images: 0..255 -> [0, 1]
     return [str(p) for p in files], np.stack(images).astype(np.float32)
 
@@ -102,6 +136,7 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         if not cfg.input:
             raise UserError("input is required: input=<file.npz | image | folder of images>")
+        input_files(str(cfg.input))  # a wrong input in one line, before TensorFlow loads
         quiet_tensorflow()
         from src import tracking
 

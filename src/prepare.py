@@ -28,6 +28,7 @@ def run(cfg: DictConfig, out: Path = Path(".")) -> dict[str, np.ndarray]:
     return arrays
 
 
+@cli.checked_choices
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cli.run_stage(cfg, "prepare", PARAMS, lambda cfg, _: run(cfg), False)

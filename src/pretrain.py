@@ -51,6 +51,7 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -
     log.info("autoencoder val loss %.5f (best of %d epochs)", best, len(history["val_loss"]))
 
 
+@cli.checked_choices
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cli.run_stage(cfg, "pretrain", PARAMS, run)

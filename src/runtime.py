@@ -1,5 +1,6 @@
 """How a process meets its user: one-line errors, Ctrl-C and SIGTERM, and how a run ends."""
 
+import logging
 import os
 import signal
 import sys
@@ -107,8 +108,9 @@ def stop_on_signal(model: Any) -> Iterator[None]:
 def quiet_tensorflow() -> None:
     """Import TensorFlow and probe its devices with C++ start-up logging muted: the oneDNN note,
     "Could not find cuda drivers" and cuInit's error on machines without a GPU, which
-    TF_CPP_MIN_LOG_LEVEL no longer silences. Python warnings still show. TF_CPP_MIN_LOG_LEVEL=0
-    keeps every line."""
+    TF_CPP_MIN_LOG_LEVEL no longer silences; and TensorFlow's Python logger at ERROR (its
+    tf.function retracing warnings are expected here: every model traces its own functions)
+    unless `hydra.verbose` asked for its DEBUG lines. TF_CPP_MIN_LOG_LEVEL=0 keeps every line."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -123,3 +125,6 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    tf_log = logging.getLogger("tensorflow")
+    if tf_log.getEffectiveLevel() > logging.DEBUG:
+        tf_log.setLevel(logging.ERROR)

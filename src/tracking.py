@@ -1,9 +1,12 @@
 """MLflow runs, a per-epoch metrics callback and model logging; no-ops when mlflow is off."""
 
+import contextlib
+import io
 import logging
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,10 +22,13 @@ from src.runtime import UserError, describe, run_status, sigterm_interrupts
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # The per-epoch metrics are logged asynchronously. Without a buffering time MLflow's logging thread
-# blocks in a 1 s queue.get, and end_run waits for it: up to 1 s idle per run (0.8 s median,
-# benchmarks/log_model.py). With it, the thread waits on the stop event instead, so end_run returns
-# at once; metrics are then written in one batch per second. A value in the environment wins.
+# blocks in a 1 s queue.get, and end_run waits for it (benchmarks/log_model.py measures it). With
+# it, the thread waits on the stop event instead, so end_run returns at once; metrics are then
+# written in one batch per second. A value in the environment wins.
 ASYNC_BUFFERING_ENV = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
+# MLflow's "Downloading artifacts" bars (model logging and registration download what they just
+# wrote) are off unless the environment turns them on: a console line per point is enough.
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # The experiment tag MLflow 3's UI reads to open an experiment in its model-training view
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
@@ -57,6 +63,10 @@ def setup(cfg: DictConfig) -> str:
     """Point MLflow at the store and create the experiment if needed; return the store URI."""
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     os.environ.setdefault(ASYNC_BUFFERING_ENV, "1")
+    os.environ.setdefault(PROGRESS_BAR_ENV, "false")
+    mlflow_log = logging.getLogger("mlflow")  # its INFO lines: only with hydra.verbose=mlflow
+    if mlflow_log.getEffectiveLevel() > logging.DEBUG:
+        mlflow_log.setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     try:
         experiment = retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
@@ -142,7 +152,10 @@ def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> N
 def log_dataset(x: np.ndarray, y: np.ndarray, name: str, digest: str, source: str) -> None:
     """The prepared training split as the run's input: the Dataset column of the MLflow UI."""
     if mlflow.active_run():
-        dataset = mlflow.data.from_numpy(x, source=source, targets=y, name=name, digest=digest)
+        with warnings.catch_warnings():  # a local path matches two equal source types
+            warnings.filterwarnings("ignore", message="The specified dataset source can be")
+            dataset = mlflow.data.from_numpy(x, source=source, targets=y, name=name,
+                                             digest=digest)  # fmt: skip
         mlflow.log_input(dataset, context="training")
 
 
@@ -188,14 +201,15 @@ def log_model(
 
     x_example = x_example[:5]
     # A direct call, not predict(): predict traces a new predict function for each model only to
-    # get 5 outputs (0.25 s per model, 0.8 s the first; see benchmarks/log_model.py).
+    # get 5 outputs (benchmarks/log_model.py measures the cost).
     y_example = keras.ops.convert_to_numpy(model(x_example, training=False))
     signature = infer_signature(x_example, y_example)
-    mlflow.tensorflow.log_model(
-        model,
-        name=name,
-        signature=signature,
-        input_example=x_example,
-        metadata=metadata,
-        pip_requirements=pip_requirements(),
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # MLflow's check of the example calls
+        mlflow.tensorflow.log_model(  # Keras' predict, which prints a progress bar
+            model,
+            name=name,
+            signature=signature,
+            input_example=x_example,
+            metadata=metadata,
+            pip_requirements=pip_requirements(),
+        )

@@ -18,6 +18,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from src import cli
 from src.cache import Cache
 from src.config import config_hash, select_params, validate
 from src.files import file_md5
@@ -194,18 +195,22 @@ def run_job(cfg: DictConfig, out: Path, run_name: str, ctx: SweepContext | None)
         log.error("sweep point %s failed: %s", run_name, e)
         return None
     status = "PRUNED" if "pruned" in result else "FINISHED"
-    job.write_result(out, cfg, status, **{k: v for k, v in result.items() if k != "pruned"},
+    job.write_result(out, cfg, status, run_name=run_name,
+                     **{k: v for k, v in result.items() if k != "pruned"},
                      **({"error": result["pruned"]} if "pruned" in result else {}))  # fmt: skip
     return result
 
 
+@cli.checked_choices
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     with user_errors():
-        quiet_tensorflow()
         ctx = context.current()
+        if ctx is None:  # config errors before TensorFlow loads; a sweep's run_job records them
+            validate(cfg)
+        quiet_tensorflow()
         run_name = job.run_name(ctx, list(hc.overrides.task), hc.job.override_dirname)
         result = run_job(cfg, out, run_name, ctx)
     if result is None:  # a failed sweep point: logged, recorded, the sweep goes on

@@ -1,7 +1,6 @@
 """Training: the one fit helper, the autoencoder, the classifier, and the labels a head sees."""
 
 import logging
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,13 +42,22 @@ def compile_adam(
     )
 
 
+class EpochLog(keras.callbacks.Callback):
+    """Each epoch's metrics as one DEBUG line of this module's logger, instead of Keras' own
+    printing: shown with `hydra.verbose=src.training` (or `hydra.verbose=true`)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+        log.debug("epoch %d/%d: %s", epoch + 1, self.params.get("epochs", 0), metrics)
+
+
 def fit_callbacks(patience: int | None, callbacks: list | None) -> list:
     """TerminateOnNaN, early stopping after `patience` epochs without a better val_loss (best
-    weights kept; none when patience is None), then `callbacks`."""
+    weights kept; none when patience is None), the epoch log, then `callbacks`."""
     stopping = [] if patience is None else [
         keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
     ]  # fmt: skip
-    return [keras.callbacks.TerminateOnNaN(), *stopping, *(callbacks or [])]
+    return [keras.callbacks.TerminateOnNaN(), *stopping, EpochLog(), *(callbacks or [])]
 
 
 def check_finite(history: dict[str, list[float]], rate_key: str) -> None:
@@ -87,7 +95,7 @@ def fit(
             initial_epoch=initial_epoch,
             epochs=epochs,
             shuffle=False,  # the pipeline shuffles
-            verbose=1 if sys.stdout.isatty() else 2,
+            verbose=0,  # epochs are logged by EpochLog, at DEBUG
             callbacks=fit_callbacks(patience, callbacks),
         ).history
     check_finite(history, rate_key)

@@ -8,6 +8,7 @@ only a process shows: exit code 1, one `error:` line on stderr and no traceback.
 
 import hashlib
 import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,47 @@ IN_PROCESS = [
     ("pretrain", ["mlflow.tracking_uri=nosuchscheme://x"],
      "mlflow.tracking_uri='nosuchscheme://x' cannot be used (…"),
 ]  # fmt: skip
+EXPERIMENTS = (
+    "fashion_mnist, mnist, mnist_conv, mnist_dense16, mnist_dense2, mnist_dense32, "
+    "mnist_dense4, mnist_dense8, mnist_label_budget, mnist_labels100"
+)
+# (command, overrides, the message): an option that its config group (conf/<group>/) lacks,
+# refused by cli.checked_choices around each command's hydra.main before Hydra composes
+UNKNOWN_CHOICE = [
+    (
+        "train",
+        ["experiment=nonexistent"],
+        f"experiment=nonexistent is not allowed: experiment must be one of {EXPERIMENTS} "
+        "(conf/experiment/)",
+    ),
+    (
+        "prepare",
+        ["experiment=nonexistent"],
+        f"experiment=nonexistent is not allowed: experiment must be one of {EXPERIMENTS} "
+        "(conf/experiment/)",
+    ),
+    (
+        "pretrain",
+        ["bottleneck=8", "model=foo"],
+        "model=foo is not allowed: model must be one of conv, dense (conf/model/)",
+    ),
+    (
+        "classify",
+        ["dataset=foo"],
+        "dataset=foo is not allowed: dataset must be one of digits, "
+        "fashion_mnist, mnist, npz (conf/dataset/)",
+    ),
+    (
+        "evaluate",
+        ["mlflow=remote"],
+        "mlflow=remote is not allowed: mlflow must be one of local, server (conf/mlflow/)",
+    ),
+    (
+        "train",
+        ["-m", "model=dense,transformer", "bottleneck=8,16"],  # a sweep: every choice
+        "model=transformer is not allowed: model must be one of conv, dense (conf/model/)",
+    ),
+]
 # Hydra's own errors, raised while it composes the config, before any of the project's code
 COMPOSE = [
     (["dataset=cifar"], ["Could not find 'dataset/cifar'", "options in 'dataset':\n\tdigits"]),
@@ -85,7 +127,25 @@ COMMAND_LINE = [
     ),
     # Hydra's own error, naming the key
     ("pretrain", ["botleneck=8"], "Key 'botleneck' is not in struct"),
+    # an option its config group lacks, refused before Hydra composes
+    ("pretrain", ["model=foo"], "error: " + UNKNOWN_CHOICE[2][2]),
 ]
+# (command, overrides, the message): config errors that must come before TensorFlow loads
+BEFORE_TENSORFLOW = [
+    ("train", ["bottleneck=-4"], refused("bottleneck=-4", POSITIVE)),
+    ("train", ["experiment=nonexistent"], UNKNOWN_CHOICE[0][2]),
+    ("prepare", ["dropout=1.0"], refused("dropout=1.0", "a number in [0, 1)")),
+    ("pretrain", ["model=foo"], UNKNOWN_CHOICE[2][2]),
+]
+# Runs a command as `python -m` does, then says on stderr whether TensorFlow was imported
+PROBE = """
+import runpy, sys
+sys.argv = [{module!r}, *{overrides!r}]
+try:
+    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+finally:
+    print("tensorflow imported:", "tensorflow" in sys.modules, file=sys.stderr)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +232,76 @@ def test_bad_input_on_the_command_line_exits_1_with_one_line(ran, stage, overrid
     else:
         assert message in proc.stderr  # Hydra's own error, which names the key
     _assert_unchanged(ran, before, runs_before)
+
+
+@pytest.mark.parametrize(
+    "command, overrides, message", UNKNOWN_CHOICE, ids=[" ".join(c[1]) for c in UNKNOWN_CHOICE]
+)
+def test_unknown_group_option_is_one_line_listing_the_options(
+    monkeypatch, tmp_path, command, overrides, message
+):
+    module = importlib.import_module(f"src.{command}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"src/{command}.py", *overrides])
+    with pytest.raises(SystemExit) as stopped:
+        module.main()  # refused before hydra.main: no config composed, no output folder
+    assert str(stopped.value) == f"error: {message}"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=mnist_conv", "model=conv", "dataset=fashion_mnist", "mlflow=server"],
+        ["experiment=null", "~experiment", "+dataset@extra=npz"],  # null, deleted, elsewhere
+        ["model=dense,conv", "bottleneck=range(2,8)", "dataset.path=x.npz", "dropout=0.1"],
+        ["hydra/launcher=joblib", "hydra/sweeper=optuna"],  # Hydra's groups: Hydra checks them
+        ["model=(", "botleneck=8"],  # not valid overrides: Hydra's own error says why
+    ],
+)
+def test_known_group_options_and_other_overrides_are_left_to_hydra(overrides):
+    cli.check_choices(overrides)
+
+
+def test_a_config_folder_of_the_user_is_left_to_hydra():
+    assert cli.command_line_overrides(["--config-dir", "mine", "model=mine"]) == []
+    assert cli.command_line_overrides(["-m", "-cn", "train", "model=foo"]) == ["model=foo"]
+
+
+def test_failed_mnist_download_is_one_line_with_a_local_copy_to_type(ran, monkeypatch, capsys):
+    import keras
+
+    def offline() -> None:
+        print("Downloading data from https://storage.googleapis.com/tensorflow/mnist.npz")
+        raise Exception(  # what Keras' get_file raises without a network
+            "URL fetch failure on https://storage.googleapis.com/tensorflow/mnist.npz: None -- "
+            "[Errno -2] Name or service not known"
+        )
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    prepare = importlib.import_module("src.prepare")
+    before, runs_before = _checksums(ran), _runs(ran)
+    monkeypatch.chdir(ran)
+    with mlflow_store(f"sqlite:///{ran}/mlflow.db"), pytest.raises(SystemExit) as stopped:
+        cfg = make_cfg(*TINY, "dataset=mnist")
+        cli.run_stage(cfg, "prepare", prepare.PARAMS, lambda cfg, _: prepare.run(cfg), False)
+    assert str(stopped.value) == (
+        "error: mnist is not in ~/.keras/datasets and could not be downloaded ([Errno -2] Name "
+        "or service not known): set dataset.path= to a local copy, e.g. "
+        "dataset.path=../shared/data/mnist.npz (a .npz with x_train, y_train, x_test and y_test, "
+        "or a folder of the four IDX .gz files)"
+    )
+    assert "Downloading" not in capsys.readouterr().out  # Keras' line held back
+    _assert_unchanged(ran, before, runs_before)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "command, overrides, message",
+    BEFORE_TENSORFLOW,
+    ids=[f"{c[0]} {' '.join(c[1])}" for c in BEFORE_TENSORFLOW],
+)
+def test_config_errors_come_before_tensorflow_loads(project, command, overrides, message):
+    code = PROBE.format(module=f"src.{command}", overrides=overrides)
+    proc = run_cli(project, sys.executable, "-c", code, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["tensorflow imported: False", f"error: {message}"]

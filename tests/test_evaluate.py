@@ -144,6 +144,29 @@ def test_report_is_self_contained_html_with_the_table_and_every_figure(digits, t
     assert len(re.findall(r"src=", page)) == 2  # nothing else is loaded
 
 
+def test_report_names_every_method_in_its_title_and_each_difference(tmp_path):
+    m = {"test_accuracy": 0.9722, "pca_test_accuracy": 0.9889, "raw_test_accuracy": 0.9667,
+         "scratch_test_accuracy": 0.9833, "ae_minus_pca_accuracy": -0.0167,
+         "ae_minus_raw_accuracy": 0.0055, "ae_minus_scratch_accuracy": -0.0111,
+         "test_reconstruction_mse": 0.0041, "pca_reconstruction_mse": 0.0027,
+         "latent_knn_accuracy": 0.914, "pca_latent_knn_accuracy": 0.936}  # fmt: skip
+    for name in report.FIGURES:
+        (tmp_path / name).write_bytes(PNG)
+    report.write_report(tmp_path / "r.html", tmp_path, m, dataset="digits", bottleneck=32,
+                        dropout=0.2, classify=make_cfg().classify, seed=42, knn_neighbors=5,
+                        n_test=360, n_tsne=360)  # fmt: skip
+    page = (tmp_path / "r.html").read_text()
+    title = (
+        "ae-classify: autoencoder (bottleneck 32) vs PCA, raw pixels and the same network "
+        "from scratch"
+    )
+    assert f"<title>{title}</title>" in page and f"<h1>{title}</h1>" in page
+    rows = re.findall(r"<tr><td>(autoencoder − [^<]+)</td><td>([^<]+)</td>", page)
+    assert rows == [("autoencoder − PCA", "-0.0167"), ("autoencoder − raw pixels", "+0.0055"),
+                    ("autoencoder − from scratch", "-0.0111")]  # fmt: skip
+    assert "From scratch: the same encoder architecture and head" in page
+
+
 def test_linear_encoder_applies_the_given_projection():
     w = np.arange(12, dtype=np.float32).reshape(4, 3)
     encoder = models.build_linear_encoder((2, 2, 1), w, np.ones(3, np.float32), "lin")

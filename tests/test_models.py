@@ -1,8 +1,10 @@
+import logging
+
 import keras
 import numpy as np
 import pytest
 
-from src import models
+from src import models, training
 from src.runtime import UserError
 from src.training import denoising_pairs, fit_autoencoder, fit_classifier
 
@@ -199,3 +201,29 @@ def test_early_stopping_ends_training_and_keeps_the_best_weights(digits):
     assert len(losses) < 200 and np.argmin(losses) == len(losses) - 3  # 2 epochs without better
     kept = autoencoder.evaluate(digits["x_val"], digits["x_val"], verbose=0)
     assert kept == pytest.approx(min(losses), rel=1e-4)  # the best epoch's weights, not the last
+
+
+def test_epochs_are_logged_at_debug_and_keras_prints_nothing(digits, caplog, capsys):
+    x = digits["x_train"][:64].reshape(64, -1)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(x.shape[1])])
+    with caplog.at_level(logging.DEBUG, logger="src.training"):
+        training.fit(model, x, x, (x, x), learning_rate=1e-3, rate_key="pretrain.learning_rate",
+                     loss="mse", epochs=2, batch_size=32)  # fmt: skip
+    epochs = [r.getMessage() for r in caplog.records if r.name == "src.training"]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert "loss " in epochs[0] and "val_loss " in epochs[0]
+    assert capsys.readouterr().out == ""  # no Keras progress bar or epoch line
+
+
+def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path):
+    """No save time in the .keras file: dvc repro in a fresh clone leaves dvc.lock unchanged."""
+    import time
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    models.save(model, tmp_path / "a.keras")
+    time.sleep(2.1)  # the zip format's time resolution is 2 s
+    models.save(model, tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    loaded = models.load(tmp_path / "b.keras")
+    np.testing.assert_array_equal(loaded.get_layer("d").get_weights()[0],
+                                  model.get_layer("d").get_weights()[0])  # fmt: skip

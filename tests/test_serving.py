@@ -78,6 +78,16 @@ def test_logged_model_takes_raw_pixels_and_answers_as_src_predict(logged, tmp_pa
     assert (files / "code/src/serving.py").is_file()  # what the server imports the model from
 
 
+def test_flattened_images_are_refused_by_mlflow_naming_the_expected_shape(logged):
+    """MLflow's schema enforcement refuses them before Classifier.predict runs. Its message (and
+    the server's HTTP 400) repeats the pixels first; the shapes come last (docs/deployment.md)."""
+    uri, _ = logged
+    with pytest.raises(mlflow.exceptions.MlflowException) as refused:
+        mlflow.pyfunc.load_model(uri).predict(RAW[:1].reshape(1, 64))
+    expected = "Shape of input (1, 64) does not match expected shape (-1, 8, 8)."
+    assert str(refused.value).endswith(expected)
+
+
 @pytest.mark.e2e
 def test_mlflow_models_serve_answers_raw_pixels_as_src_predict(logged, tmp_path):
     uri, _ = logged

@@ -278,3 +278,37 @@ def test_csvs_have_their_columns_and_read_back_with_pandas(tmp_path):
     assert [p["classify.labels_per_class"] for p in text] == ["2", "", "2"]  # null: empty, last
     assert (text[2]["val_accuracy_ci_low"], text[2]["seeds"]) == ("nan", "0")
     assert [p["seeds"] for p in text[:2]] == ["0 1", "0 1"]
+
+
+def test_label_budget_tests_each_method_against_scratch_paired_and_adjusted_over_budgets(
+    tmp_path,
+):
+    rng = np.random.default_rng(0)
+    rows = []
+    for labels in (1, 10, None):
+        for seed in (0, 1, 2, 3):
+            ae, scratch, pca, raw = rng.uniform(0.5, 0.9, 4)
+            rows.append(_budget_row(labels, True, seed, ae, scratch, pca, raw))
+    rows = [r for r in rows if not (r["classify.labels_per_class"] == 10 and r["seed"] == 3)]
+    budget = summary.write_label_budget(
+        rows, ["classify.labels_per_class", "seed"], True, tmp_path
+    )
+    method, p_values = "autoencoder, fine-tuned", []
+    for labels in (1, 10, None):
+        mine = [r for r in rows if r["classify.labels_per_class"] == labels]
+        ae = [r["test_accuracy"] for r in mine]
+        scratch = [r["scratch_test_accuracy"] for r in mine]
+        [row] = [b for b in budget if b["method"] == method
+                 and b["labels_per_class"] == ("all" if labels is None else labels)]  # fmt: skip
+        assert row["vs_scratch_n"] == len(mine)  # 4, 3 (seed 3 missing at 10), 4
+        assert row["vs_scratch_difference"] == pytest.approx(np.mean(ae) - np.mean(scratch))
+        assert row["vs_scratch_p"] == pytest.approx(scipy_stats.ttest_rel(ae, scratch).pvalue)
+        p_values.append(row["vs_scratch_p"])
+    adjusted = [b["vs_scratch_p_adjusted"] for b in budget if b["method"] == method]
+    assert adjusted == pytest.approx(list(scipy_stats.false_discovery_control(p_values)))
+    assert all(np.isnan(b["vs_scratch_p"]) for b in budget if b["method"] == "from scratch")
+    table = list(csv.DictReader((tmp_path / "label_budget.csv").open()))
+    assert [float(r["vs_scratch_p"]) for r in table if r["method"] == method] == pytest.approx(
+        p_values
+    )
+    assert "adj." in summary.budget_table(budget)

@@ -3,7 +3,9 @@ failures, the summary over seeds, the champion rules, resume, and the context jo
 
 import csv
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,12 +27,51 @@ def _compose(*overrides: str):
         return compose("train", list(overrides), return_hydra_config=True)
 
 
+class Lines(logging.Handler):
+    """The messages of one logger, kept in a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """A folder after a 2x2 sweep in this process."""
+    """A folder after a 2x2 sweep in this process, and its progress lines (`.progress`)."""
     workdir = tmp_path_factory.mktemp("swept")
-    train_multirun(workdir, "bottleneck=4,8", "dropout=0.0,0.5", *TINY)
+    lines, logger = Lines(), logging.getLogger("src.sweeps.progress")
+    logger.addHandler(lines)
+    try:
+        train_multirun(workdir, "bottleneck=4,8", "dropout=0.0,0.5", *TINY)
+    finally:
+        logger.removeHandler(lines)
+    (workdir / "progress.txt").write_text("\n".join(lines.lines))
     return workdir
+
+
+def test_a_progress_line_per_point_and_the_count_on_the_parent(swept):
+    lines = (swept / "progress.txt").read_text().splitlines()
+    assert [line.split("]")[0] for line in lines] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert lines[0].startswith("[1/4] bottleneck=4 dropout=0.0  val 0.")
+    assert all(re.search(r"best 0\.\d{4} \(b\d-d0\.\d\)", line) for line in lines)
+    assert "left" in lines[0] and lines[-1].endswith("last point")
+    client = client_of(swept)
+    parent, _ = family(client)
+    history = client.get_metric_history(parent.info.run_id, "points_done")
+    assert sorted((m.step, m.value) for m in history) == [(n, n) for n in (1, 2, 3, 4)]
+
+
+def test_progress_line_of_a_failed_point_and_durations():
+    from src.sweeps import progress
+
+    done = [{"status": "FINISHED", "val_accuracy": 0.9, "seed": 0, "run_name": "b8-d0.0"},
+            {"status": "FAILED", "seed": 0}]  # fmt: skip
+    text = progress.line(done, 5, "bottleneck=8 dropout=0.5", done[1], 3 * 3600.0)
+    assert text == "[2/5] bottleneck=8 dropout=0.5  FAILED  best 0.9000 (b8-d0.0)  ~3.0 h left"
+    assert [progress.duration(s) for s in (41, 360, 9000)] == ["41 s", "6 min", "2.5 h"]
 
 
 def test_sweep_parent_children_reuse_summary_and_champion(swept):

@@ -6,12 +6,13 @@ A point is a setting of every key the sweep varies except `seed`; its seeds are 
 
 import atexit
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.sweeps import parent, summary
+from src.sweeps import context, parent, progress, summary
 from src.sweeps.study import Study, open_study, swept_keys
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ class SweepCallback(Callback):
         self.parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from src.runtime import quiet_tensorflow
+
+        quiet_tensorflow()  # before src.tracking imports Keras: no CUDA lines on a CPU machine
         self.study = open_study(config)
         if config.mlflow.enabled:
             self.parent_run_id = self.open_parent(config)
@@ -54,6 +58,15 @@ class SweepCallback(Callback):
         from mlflow import MlflowClient
 
         parent.kill(MlflowClient(), self.parent_run_id)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """A progress line for each finished point (in the process that ran it)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if (ctx := context.current()) is None:
+            return
+        hc = HydraConfig.get()  # not job_return's copy: it resolves ${now:...} in sweep.dir again
+        progress.report(ctx, Path(hc.sweep.dir), Path(hc.runtime.output_dir), job_return.overrides)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow import MlflowClient

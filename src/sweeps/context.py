@@ -14,14 +14,17 @@ FILE = "context.json"
 @dataclass(frozen=True)
 class SweepContext:
     """The parent MLflow run (None: tracking off), the keys the sweep varies (its child runs'
-    names), whether a job reuses a FINISHED run of the same point (a grid's resume), and the
-    Optuna study a job is a trial of (None for a grid)."""
+    names), whether a job reuses a FINISHED run of the same point (a grid's resume), the Optuna
+    study a job is a trial of (None for a grid), and for progress lines the number of points
+    (a search's n_trials) and when the sweep started (time.time())."""
 
     parent_run_id: str | None = None
     swept: list[str] = field(default_factory=list)
     resume: bool = False
     study: str | None = None
     storage: str | None = None
+    total: int = 0
+    started: float | None = None
 
     def save(self, sweep_dir: str | Path) -> None:
         write_json(Path(sweep_dir) / FILE, dataclasses.asdict(self))

@@ -70,6 +70,14 @@ def counted(trials: list) -> list:
     return [t for t in trials if t.number not in retried and not t.user_attrs.get("surplus")]
 
 
+def told_results(url: str, name: str) -> list[dict[str, Any]]:
+    """The results of the study's counted trials that have been told, over all its workers."""
+    import optuna
+
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    return [t.user_attrs["result"] for t in counted(trials) if "result" in t.user_attrs]
+
+
 def claim(url: str, key: str) -> bool:
     """Compare-and-set in the study's database: True for the one caller whose insert of `key`
     succeeds, False for every other (its primary key refuses a second row)."""
@@ -110,7 +118,9 @@ class OptunaStudy(Study):
         return config_hash(OmegaConf.create({"storage": self.url, "study": self.name}))
 
     def context(self, parent_run_id: str | None) -> SweepContext:
-        return SweepContext(parent_run_id, swept_keys(self.config), False, self.name, self.url)
+        n_trials = int(self.config.hydra.sweeper.n_trials)
+        return SweepContext(parent_run_id, swept_keys(self.config), False, self.name, self.url,
+                            n_trials, time.time())  # fmt: skip
 
     def load(self, **kwargs: Any) -> Any:
         import optuna

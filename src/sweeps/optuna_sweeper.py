@@ -161,10 +161,7 @@ def tell(study: Any, trial: Any, result: dict[str, Any]) -> None:
         log.warning("trial %d %s: %s", trial.number, state.name, result.get("error"))
         study.tell(trial, state=state)
         return
-    study.tell(trial, result[MONITOR])
-    best = study.best_trial
-    log.info("trial %d finished: %s %.4f; best so far %.4f (trial %d)", trial.number, MONITOR,
-             result[MONITOR], best.value, best.number)  # fmt: skip
+    study.tell(trial, result[MONITOR])  # its progress line: src.sweeps.progress
 
 
 class OptunaSweeper(Sweeper):
@@ -208,6 +205,8 @@ class OptunaSweeper(Sweeper):
         from optuna.exceptions import ExperimentalWarning
 
         warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        # ask() warns that heartbeats are meant for optimize(): this sweeper beats itself
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         space, fixed = search_space(self.params, arguments, self.hydra_context.config_loader)
         study = self.open()
         sweep_dir = Path(self.config.hydra.sweep.dir)

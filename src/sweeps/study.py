@@ -3,6 +3,7 @@ and what it alone logs. GridStudy is a sweep of Hydra's basic sweeper over job f
 OptunaStudy (src.sweeps.optuna_study) is a search, shared by every worker on its storage."""
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,6 @@ class Study:
         self.config = config
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
-    def context(self, parent_run_id: str | None) -> SweepContext:
-        return SweepContext(parent_run_id, swept_keys(self.config), bool(self.config.sweep.resume))
-
     def log_extras(self, client: Any, run_id: str) -> None:
         """What only this kind of study logs on its parent run: nothing for a grid."""
 
@@ -66,6 +64,19 @@ class Study:
 
 class GridStudy(Study):
     """A grid sweep: the command's overrides identify it; its rows are its job folders."""
+
+    def context(self, parent_run_id: str | None) -> SweepContext:
+        return SweepContext(parent_run_id, swept_keys(self.config), bool(self.config.sweep.resume),
+                            total=self.total(), started=time.time())  # fmt: skip
+
+    def total(self) -> int:
+        """How many jobs Hydra's basic sweeper makes of the preset's grid and the command line."""
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        grid = [f"{k}={v}" for k, v in (self.config.hydra.sweeper.get("params") or {}).items()]
+        batches = BasicSweeper.split_arguments(parse([*grid, *self.config.hydra.overrides.task]),
+                                               None)  # fmt: skip
+        return sum(len(batch) for batch in batches)
 
     def key(self) -> str:
         """The parent run's `sweep_key` tag: overrides (in any order) and sweeper."""
@@ -93,6 +104,12 @@ class GridStudy(Study):
             row.update(job_result(job) or {"status": "FAILED", "error": "no result"})
             rows.append(row)
         return rows
+
+
+def finished_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The result.json of every job of a grid sweep that has ended (one running has none)."""
+    jobs = (p for p in Path(sweep_dir).glob("*") if p.is_dir())
+    return [r for job in jobs if (r := job_result(job)) is not None]
 
 
 def open_study(config: DictConfig) -> Study:

@@ -1,7 +1,7 @@
 """A sweep's summary: its runs (summary.csv), its points over seeds with 95 % intervals, best
 mean validation accuracy first (points.csv), a paired test of the best point against the
-runner-up, and the label budget (label_budget.csv and its figure), as CSV files and terminal
-tables.
+runner-up, and the label budget (label_budget.csv and its figure: each method against the same
+network from scratch, paired over seeds), as CSV files and terminal tables.
 
 A point is a setting of every key the sweep varies except `seed`; its seeds are repeats."""
 
@@ -27,8 +27,18 @@ COLUMNS = ["point", "bottleneck", "dropout", "seed", "status", "val_accuracy", "
            "scratch_test_accuracy", "test_loss", "test_reconstruction_mse", "train_seconds",
            "run_id", "autoencoder_run_id", "error"]  # fmt: skip
 POINT_COLUMNS = ["bottleneck", "dropout", "n", "seeds", *(f"{m}_{s}" for m in METRICS for s in CI)]
-BUDGET_COLUMNS = ["setting", "labels_per_class", "x", "method", "n", "seeds",
-                  *(f"test_accuracy_{s}" for s in CI)]  # fmt: skip
+VS_SCRATCH = ("n", "difference", "p", "p_adjusted")  # paired over seeds; p_adjusted: over budgets
+BUDGET_COLUMNS = [
+    "setting",
+    "labels_per_class",
+    "x",
+    "method",
+    "n",
+    "seeds",
+    *(f"test_accuracy_{s}" for s in CI),
+    *(f"vs_scratch_{c}" for c in VS_SCRATCH),
+]
+SCRATCH = "from scratch"
 # The label budget's methods: (its test accuracy in a run's result, the classify.finetune of the
 # points it comes from; a run without that key has the sweep's fixed value). The autoencoder's
 # two methods come from the points with their finetune. Each baseline comes from one setting
@@ -39,7 +49,7 @@ BUDGET_COLUMNS = ["setting", "labels_per_class", "x", "method", "n", "seeds",
 BUDGET_METHODS = {
     "autoencoder, frozen": ("test_accuracy", False),
     "autoencoder, fine-tuned": ("test_accuracy", True),
-    "from scratch": ("scratch_test_accuracy", True),
+    SCRATCH: ("scratch_test_accuracy", True),
     "PCA + same head": ("pca_test_accuracy", False),
     "raw pixels, logistic regression": ("raw_test_accuracy", False),
 }
@@ -113,10 +123,23 @@ def summarize(rows: list[Row], keys: Sequence[str] = POINT_KEYS) -> tuple[list[R
     return points, paired(done, points[0], points[1], keys)
 
 
+def paired_test(a: "Any", b: "Any") -> tuple[int, float, float]:
+    """(n, mean of a - b, paired t-test p) over the seeds (index) both have; p is NaN below 2
+    seeds or when every difference is equal (not defined)."""
+    import pandas as pd
+    from scipy import stats
+
+    both = pd.concat({"a": a, "b": b}, axis=1).dropna()
+    diff = both["a"] - both["b"]
+    p_value = math.nan
+    if len(both) >= 2 and diff.nunique() > 1:
+        p_value = float(stats.ttest_rel(both["a"], both["b"]).pvalue)
+    return len(both), float(diff.mean()) if len(both) else math.nan, p_value
+
+
 def paired(done: list[Row], best: Row, other: Row, keys: Sequence[str]) -> Row:
     """Test accuracy of two points on the seeds both ran: n, mean of best - other, t-test p."""
     import pandas as pd
-    from scipy import stats
 
     metric = "test_accuracy"
     sides = {"best": identity(best, keys), "other": identity(other, keys)}
@@ -124,12 +147,9 @@ def paired(done: list[Row], best: Row, other: Row, keys: Sequence[str]) -> Row:
                          for r in done for side, point in sides.items()
                          if identity(r, keys) == point])  # fmt: skip
     wide = runs.drop_duplicates(["side", "seed"], keep="last")  # a repeated seed: its last run
-    wide = wide.pivot(index="seed", columns="side", values=metric).dropna()
-    diff = wide["best"] - wide["other"]
-    p_value = math.nan  # below 2 seeds, or every difference equal: not defined
-    if len(wide) >= 2 and diff.nunique() > 1:
-        p_value = float(stats.ttest_rel(wide["best"], wide["other"]).pvalue)
-    return {"metric": metric, "n": len(wide), "difference": float(diff.mean()), "p_value": p_value}
+    wide = wide.pivot(index="seed", columns="side", values=metric)
+    n, difference, p_value = paired_test(wide["best"], wide["other"])
+    return {"metric": metric, "n": n, "difference": difference, "p_value": p_value}
 
 
 def budget_x(labels: int | float | None, per_class: float) -> float:
@@ -156,20 +176,55 @@ def _by_method(done: list[Row], finetune: bool) -> list[tuple[Row, str]]:
 
 
 def label_budget(rows: list[Row], finetune: bool, settings: Sequence[str] = ()) -> list[Row]:
-    """Test accuracy per labels per class, method and setting over FINISHED seeds, with CIs."""
+    """Test accuracy per labels per class, method and setting over FINISHED seeds, with CIs, and
+    each method against the same network from scratch (the vs_scratch_ columns)."""
     done = [r for r in rows if r["status"] == "FINISHED"]
     runs = _by_method(done, finetune)  # `settings`: other swept keys, a curve per their values
-    per_group = over_seeds(
-        [(identity(r, settings), r.get(LABELS), method) for r, method in runs],
-        [r["seed"] for r, _ in runs],
-        {"test_accuracy": [r[BUDGET_METHODS[method][0]] for r, method in runs]},
-    )
+    groups = [(identity(r, settings), r.get(LABELS), method) for r, method in runs]
+    seeds = [r["seed"] for r, _ in runs]
+    values = [r[BUDGET_METHODS[method][0]] for r, method in runs]
+    per_group = over_seeds(groups, seeds, {"test_accuracy": values})
     all_x, order = _all_x(done), list(BUDGET_METHODS)
     budget = [{"setting": " ".join(f"{k}={v}" for k, v in zip(settings, setting, strict=True)),
                "labels_per_class": "all" if labels is None else labels,
-               "x": budget_x(labels, all_x), "method": method, **s}
+               "x": budget_x(labels, all_x), "method": method, **s,
+               **vs_scratch(groups, seeds, values, (setting, labels, method))}
               for (setting, labels, method), s in per_group.items()]  # fmt: skip
-    return sorted(budget, key=lambda b: (b["setting"], b["x"], order.index(b["method"])))
+    budget = sorted(budget, key=lambda b: (b["setting"], b["x"], order.index(b["method"])))
+    return adjust_over_budgets(budget)
+
+
+def vs_scratch(groups: list[tuple], seeds: list, values: list, group: tuple) -> Row:
+    """A method's test accuracy at one budget against from scratch's, paired over seeds."""
+    import pandas as pd
+
+    (setting, labels, method), empty = group, dict.fromkeys(VS_SCRATCH, math.nan)
+    if method == SCRATCH:
+        return {f"vs_scratch_{c}": v for c, v in empty.items()}
+    frame = pd.DataFrame({"group": groups, "seed": seeds, "value": values})
+
+    def side(g: tuple) -> "pd.Series":
+        return frame[frame["group"] == g].drop_duplicates("seed", keep="last").set_index(
+            "seed")["value"]  # fmt: skip
+
+    n, difference, p = paired_test(side(group), side((setting, labels, SCRATCH)))
+    return {"vs_scratch_n": n, "vs_scratch_difference": difference, "vs_scratch_p": p,
+            "vs_scratch_p_adjusted": math.nan}  # fmt: skip
+
+
+def adjust_over_budgets(budget: list[Row]) -> list[Row]:
+    """vs_scratch_p_adjusted: Benjamini-Hochberg over the budgets of each setting and method
+    (scipy.stats.false_discovery_control), so that a curve's many tests are read together."""
+    import pandas as pd
+    from scipy import stats
+
+    frame = pd.DataFrame(budget)
+    tested = frame[frame["vs_scratch_p"].notna()]
+    for _, family in tested.groupby(["setting", "method"]).groups.items():
+        adjusted = stats.false_discovery_control(frame.loc[family, "vs_scratch_p"])
+        for i, p in zip(family, adjusted, strict=True):
+            budget[i]["vs_scratch_p_adjusted"] = float(p)
+    return budget
 
 
 def with_keys(columns: list[str], keys: Sequence[str]) -> list[str]:
@@ -279,11 +334,25 @@ def comparison_line(
     )
 
 
+def _vs_scratch_cell(b: Row) -> str:
+    """+0.0280 (p 0.009, adj. 0.027): a method against from scratch; blank where untested."""
+    if math.isnan(b["vs_scratch_difference"]):
+        return ""
+    p, adjusted = b["vs_scratch_p"], b["vs_scratch_p_adjusted"]
+    test = "p n/a" if math.isnan(p) else f"p {p:.2g}, adj. {adjusted:.2g}"
+    return f"{b['vs_scratch_difference']:+.4f} ({test})"
+
+
 def budget_table(budget: list[Row]) -> str:
-    """The label budget for the terminal: one line per labels per class and method."""
-    lines = [f"{'labels/class':>12}  {'method':<32} {'n':>3}  test acc [95 % CI]"]
+    """The label budget for the terminal: one line per labels per class and method, with its
+    paired difference to from scratch."""
+    lines = [
+        f"{'labels/class':>12}  {'method':<32} {'n':>3}  {'test acc [95 % CI]':<33} "
+        "vs from scratch (paired t-test; adj.: Benjamini-Hochberg over budgets)"
+    ]
     lines += [f"{b['labels_per_class']!s:>12}  {b['method']:<32} {b['n']:>3}  "
-              f"{_mean_ci(b, 'test_accuracy')}" + (f"  ({b['setting']})" if b["setting"] else "")
+              f"{_mean_ci(b, 'test_accuracy'):<33} {_vs_scratch_cell(b)}".rstrip()
+              + (f"  ({b['setting']})" if b["setting"] else "")
               for b in budget]  # fmt: skip
     return "\n".join(lines)
 

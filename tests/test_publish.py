@@ -1,0 +1,62 @@
+"""Published numbers (benchmarks/publish.py): every block in README.md, docs/ and
+benchmarks/README.md is what its results file renders, and a number edited by hand is caught."""
+
+import json
+import shutil
+
+import pytest
+
+from benchmarks import publish
+from tests.conftest import ROOT
+
+
+def _copy(tmp_path):
+    """README.md, docs/, benchmarks/README.md and every results file behind them."""
+    for name in ["README.md", "benchmarks/README.md", "reports/metrics.json"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copytree(ROOT / "benchmarks/results", tmp_path / "benchmarks/results")
+    return tmp_path
+
+
+def test_published_blocks_match_their_results_files():
+    assert publish.publish(check=True) == []
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"<!-- publish:{name} -->" in readme for name in ("answer-table", "dvc-default"))
+
+
+def test_a_number_edited_by_hand_fails_the_check_and_publishing_restores_it(tmp_path):
+    root = _copy(tmp_path)
+    readme = root / "README.md"
+    original = readme.read_text()
+    start = original.index("<!-- publish:answer-table -->")
+    row = original.index("| 32 |", start)
+    edited = original[:row] + original[row:].replace("0.", "0.9", 1)  # one digit more
+    readme.write_text(edited)
+    assert publish.publish(root, check=True) == ["README.md: publish:answer-table"]
+    assert readme.read_text() == edited  # --check writes nothing
+    assert publish.publish(root) == ["README.md: publish:answer-table"]
+    assert readme.read_text() == original and publish.publish(root, check=True) == []
+
+
+def test_results_that_no_longer_support_the_prose_stop_publishing(tmp_path):
+    root = _copy(tmp_path)
+    path = root / "benchmarks/results/digits_answer.json"
+    results = json.loads(path.read_text())
+    point = results["points"][0]
+    point["scratch_test_accuracy"] = point["test_accuracy"] - 0.1  # the autoencoder now wins
+    path.write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="from scratch beats the frozen encoder"):
+        publish.publish(root, check=True)
+
+
+def test_an_unknown_block_or_a_missing_results_file_is_named(tmp_path):
+    root = _copy(tmp_path)
+    (root / "docs/x.md").write_text("<!-- publish:nope -->\n<!-- /publish:nope -->\n")
+    with pytest.raises(SystemExit, match="unknown block publish:nope; known: answer-intro"):
+        publish.publish(root, check=True)
+    (root / "docs/x.md").unlink()
+    (root / "reports/metrics.json").unlink()
+    with pytest.raises(SystemExit, match="reports/metrics.json not found: block publish:dvc"):
+        publish.publish(root, check=True)
