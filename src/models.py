@@ -4,6 +4,7 @@ import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -184,16 +185,18 @@ def build_linear_encoder(
 
 def save(model: keras.Model, path: str | Path) -> None:
     """Save as .keras, atomically (a crash leaves the old file or none) and reproducibly: the
-    same model gives the same bytes, so that `dvc repro` in a fresh clone leaves dvc.lock as it
-    was (Keras writes the save time into metadata.json and the weights' zip entry)."""
+    same weights give the same bytes, so that `dvc repro` in a fresh clone leaves dvc.lock as
+    it was (reproducible_keras)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
-        without_times(tmp)
+        reproducible_keras(tmp)
 
 
-def without_times(path: str | Path) -> None:
-    """Rewrite a .keras zip with every entry dated 1980-01-01 and no date_saved in its
-    metadata.json (load_model reads neither)."""
+def reproducible_keras(path: str | Path) -> None:
+    """Rewrite a .keras zip without what changes from save to save: the save time (metadata.json's
+    date_saved, the entries' zip times: every entry dated 1980-01-01) and config.json's
+    shared_object_id values, which are Python object addresses, numbered 0, 1, ... in order of
+    first appearance instead (load_model only matches them with each other)."""
     with zipfile.ZipFile(path) as archive:
         entries = [(info, archive.read(info)) for info in archive.infolist()]
     with zipfile.ZipFile(path, "w") as archive:
@@ -201,9 +204,27 @@ def without_times(path: str | Path) -> None:
             if info.filename == "metadata.json":
                 metadata = {k: v for k, v in json.loads(content).items() if k != "date_saved"}
                 content = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                content = json.dumps(numbered_shared_objects(json.loads(content))).encode()
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = info.compress_type
             archive.writestr(fixed, content)
+
+
+def numbered_shared_objects(config: Any, ids: dict | None = None) -> Any:
+    """`config` with each distinct shared_object_id replaced by its order of first appearance."""
+    ids = {} if ids is None else ids
+    if isinstance(config, list):
+        return [numbered_shared_objects(c, ids) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key == "shared_object_id":
+            out[key] = ids.setdefault(value, len(ids))
+        else:
+            out[key] = numbered_shared_objects(value, ids)
+    return out
 
 
 def load(path: str | Path) -> keras.Model:

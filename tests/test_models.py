@@ -216,14 +216,36 @@ def test_epochs_are_logged_at_debug_and_keras_prints_nothing(digits, caplog, cap
 
 
 def test_saving_the_same_model_twice_gives_the_same_bytes(tmp_path):
-    """No save time in the .keras file: dvc repro in a fresh clone leaves dvc.lock unchanged."""
+    """No save time and no object addresses in the .keras file: dvc repro in a fresh clone
+    leaves dvc.lock unchanged."""
     import time
+    import zipfile
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    def build():
+        inputs = keras.Input((4,), name="x")  # named, as the project's models are
+        hidden = keras.layers.Dense(3, activation="relu", name="d")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden), name="m")
+
+    model, again = build(), build()  # the same network built twice: other objects, same weights
+    again.set_weights(model.get_weights())
     models.save(model, tmp_path / "a.keras")
     time.sleep(2.1)  # the zip format's time resolution is 2 s
-    models.save(model, tmp_path / "b.keras")
+    models.save(again, tmp_path / "b.keras")
+    assert b"shared_object_id" in zipfile.ZipFile(tmp_path / "a.keras").read("config.json")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    x = np.random.default_rng(0).random((5, 4), dtype=np.float32)
     loaded = models.load(tmp_path / "b.keras")
-    np.testing.assert_array_equal(loaded.get_layer("d").get_weights()[0],
-                                  model.get_layer("d").get_weights()[0])  # fmt: skip
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_shared_object_ids_are_numbered_in_order_not_by_address(tmp_path):
+    """Keras writes Python object addresses as shared_object_id: they differ in every process."""
+    key, address = "shared_object_id", 140518527139344
+    config = {"a": {key: address}, "b": [{key: 99}, {"x": {key: address}}]}
+    numbered = {"a": {key: 0}, "b": [{key: 1}, {"x": {key: 0}}]}
+    assert models.numbered_shared_objects(config) == numbered
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(2, name="d")])
+    models.save(model, tmp_path / "m.keras")
+    x = np.ones((1, 4), dtype=np.float32)
+    np.testing.assert_allclose(models.load(tmp_path / "m.keras").predict(x, verbose=0),
+                               model.predict(x, verbose=0))  # fmt: skip
