@@ -218,6 +218,9 @@ def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searc
     client = client_of(searched)
     parent, children = _family(client)
     assert parent.info.status == "FINISHED" and len(children) == 4
+    # named like a grid's parent: the command's overrides, then the space it searches
+    space = ["bottleneck=tag(log, int(interval(2, 64)))", "dropout=interval(0.0, 0.6)"]
+    assert parent.info.run_name == " ".join([*TINY, *space])  # hydra.* overrides are Hydra's
     assert all(c.info.status == "FINISHED" for c in children)
     assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(4))
     assert all(c.info.run_name.startswith(f"t{c.data.tags['optuna_trial']}-b") for c in children)
@@ -247,7 +250,10 @@ def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searc
     train_multirun(searched, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", *TINY)
     assert len(_study(f"sqlite:///{searched / 'multirun/optuna.db'}").trials) == 4  # done
     assert _family(client)[0].info.run_id == parent.info.run_id
-    assert "study train-" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "study train-" in out
+    assert "A new study created" not in out and "Using an existing study" not in out  # Optuna's
 
 
 def test_pruning_stops_trials_with_a_learning_rate_that_cannot_train(tmp_path):

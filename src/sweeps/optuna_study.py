@@ -39,6 +39,15 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def quiet_optuna() -> None:
+    """Optuna's INFO lines ("A new study created", then "Using an existing study" from the
+    sweeper) only with hydra.verbose=optuna: the sweeper logs one line of its own per study."""
+    import optuna
+
+    if logging.getLogger("optuna").getEffectiveLevel() > logging.DEBUG:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def rdb_storage(url: str, **kwargs: Any) -> Any:
     """Optuna's RDBStorage on `url` (an SQLite file's folder made first). Workers that start
     together on a new database race to create its tables; the loser tries again."""
@@ -131,6 +140,7 @@ class OptunaStudy(Study):
         """(the study, whether this call created it: the storage lets only one caller)."""
         import optuna
 
+        quiet_optuna()
         storage = rdb_storage(self.url)
         try:
             direction = self.config.hydra.sweeper.direction

@@ -19,7 +19,14 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import flatten
-from src.sweeps.optuna_study import MONITOR, OptunaStudy, counted, rdb_storage, safe_url
+from src.sweeps.optuna_study import (
+    MONITOR,
+    OptunaStudy,
+    counted,
+    quiet_optuna,
+    rdb_storage,
+    safe_url,
+)
 from src.sweeps.study import job_result
 
 log = logging.getLogger(__name__)
@@ -192,6 +199,7 @@ class OptunaSweeper(Sweeper):
         import optuna
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+        quiet_optuna()
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
         self.identity = OptunaStudy(self.config)
         self.storage = rdb_storage(self.identity.url, heartbeat_stale_trial_callback=self.lost,

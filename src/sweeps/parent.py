@@ -20,17 +20,17 @@ SUMMARY_FILES = ("summary.csv", "points.csv", "accuracy_heatmap.png",
 
 
 def create(client: Any, experiment_id: str, config: DictConfig, key: str) -> str:
-    """A new parent run named by the sweep's overrides, with them (and a preset's grid) as
-    params."""
+    """A new parent run named by what the sweep varies and fixes: the command's overrides,
+    then hydra.sweeper.params not on the command line (a preset's grid, a search's space)."""
     overrides = list(config.hydra.overrides.task)
-    run = client.create_run(experiment_id, run_name=" ".join(overrides) or "sweep",
+    given = {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
+    space = {k: str(v) for k, v in flatten(config.hydra.sweeper.get("params") or {}).items()}
+    name = " ".join([*overrides, *(f"{k}={v}" for k, v in space.items() if k not in given)])
+    run = client.create_run(experiment_id, run_name=name or "sweep",
                             tags={"sweep": "parent", "sweep_dir": str(config.hydra.sweep.dir),
                                   "sweep_key": key})  # fmt: skip
-    params = {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
-    if not is_search(config):  # a grid from a preset: its values, as the command line's
-        grid = flatten(config.hydra.sweeper.get("params") or {})
-        params = {**{k: str(v) for k, v in grid.items()}, **params}
-    for k, value in params.items():
+    params = given if is_search(config) else {**space, **given}  # a search logs its space
+    for k, value in params.items():  # as a tag (optuna_space), its trials' values as params
         client.log_param(run.info.run_id, k, value)
     return run.info.run_id
 
