@@ -128,7 +128,7 @@ def test_points_table_and_comparison_line_as_docs_sweeps_md_shows_them():
     ]
     comparison = {"metric": "test_accuracy", "n": 3, "difference": 0.0019, "p_value": 0.1842}
     assert summary.points_table(points, comparison, ["bottleneck", "dropout"]) == (
-        "  bottleneck dropout   n  val acc [95 % CI]                 test acc [95 % CI]\n"
+        "  bottleneck dropout   n  val_accuracy [95 % CI]            test_accuracy [95 % CI]\n"
         "*         32     0.0   3  0.9759 [0.9412, 1.0000]           0.9731 [0.9470, 0.9993]\n"
         "          32     0.5   3  0.9741 [0.9256, 1.0000]           0.9713 [0.9434, 0.9992]\n"
         "           8     0.0   3  0.9574 [0.9000, 1.0000]           0.9602 [0.9380, 0.9824]\n"
@@ -148,10 +148,11 @@ def test_runs_table_shows_finished_runs_and_why_the_others_did_not():
     failed = {"point": "bottleneck=4", "status": "FAILED", "error": "no result"}
     keys = ["bottleneck", "dropout", "classify.finetune"]
     assert summary.runs_table([done, failed], keys).splitlines() == [
-        "bottleneck dropout classify.finetune  seed  val acc test acc    loss recon mse seconds"
+        "bottleneck dropout classify.finetune  seed val_accuracy test_accuracy test_loss "
+        "test_reconstruction_mse train_seconds"
         "  status",
-        "        16   0.123              true     2   0.9123   0.9000  0.2500   0.01235    12.3"
-        "  FINISHED",
+        "        16   0.123              true     2       0.9123        0.9000    0.2500"
+        "                 0.01235          12.3  FINISHED",
         "bottleneck=4: FAILED (no result)",
     ]
 

@@ -276,17 +276,17 @@ def _run_line(r: Row, extra: list[str]) -> str:
     if r["status"] != "FINISHED":
         return f"{r.get('point')}: {r['status']} ({r.get('error')})"
     return (
-        f"{_point_cells(r, extra)} {r['seed']:>5} {r['val_accuracy']:>8.4f} "
-        f"{r['test_accuracy']:>8.4f} {r['test_loss']:>7.4f} "
-        f"{r['test_reconstruction_mse']:>9.5f} {r['train_seconds']:>7.1f}  FINISHED"
+        f"{_point_cells(r, extra)} {r['seed']:>5} {r['val_accuracy']:>12.4f} "
+        f"{r['test_accuracy']:>13.4f} {r['test_loss']:>9.4f} "
+        f"{r['test_reconstruction_mse']:>23.5f} {r['train_seconds']:>13.1f}  FINISHED"
     )
 
 
 def runs_table(rows: list[Row], keys: Sequence[str] = POINT_KEYS) -> str:
     """A short fixed-width table of the runs for the terminal."""
     extra, header = _header(keys)
-    return "\n".join([f"{header} {'seed':>5} {'val acc':>8} {'test acc':>8} {'loss':>7} "
-                      f"{'recon mse':>9} {'seconds':>7}  status",
+    return "\n".join([f"{header} {'seed':>5} val_accuracy test_accuracy test_loss "
+                      "test_reconstruction_mse train_seconds  status",
                       *(_run_line(r, extra) for r in rows)])  # fmt: skip
 
 
@@ -302,7 +302,7 @@ def points_table(
 ) -> str:
     """Points over seeds with 95 % CIs, best (mean validation accuracy) marked; comparison."""
     extra, header = _header(keys)
-    lines = [f"  {header} {'n':>3}  {'val acc [95 % CI]':<33} test acc [95 % CI]"]
+    lines = [f"  {header} {'n':>3}  {'val_accuracy [95 % CI]':<33} test_accuracy [95 % CI]"]
     lines += [f"{'*' if i == 0 else ' '} {_point_cells(p, extra)} {p['n']:>3}  "
               f"{_mean_ci(p, 'val_accuracy'):<33} {_mean_ci(p, 'test_accuracy')}"
               for i, p in enumerate(points)]  # fmt: skip
@@ -347,7 +347,7 @@ def budget_table(budget: list[Row]) -> str:
     """The label budget for the terminal: one line per labels per class and method, with its
     paired difference to from scratch."""
     lines = [
-        f"{'labels/class':>12}  {'method':<32} {'n':>3}  {'test acc [95 % CI]':<33} "
+        f"{'labels/class':>12}  {'method':<32} {'n':>3}  {'test_accuracy [95 % CI]':<33} "
         "vs from scratch (paired t-test; adj.: Benjamini-Hochberg over budgets)"
     ]
     lines += [f"{b['labels_per_class']!s:>12}  {b['method']:<32} {b['n']:>3}  "
