@@ -125,6 +125,12 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    tf_log = logging.getLogger("tensorflow")
-    if tf_log.getEffectiveLevel() > logging.DEBUG:
-        tf_log.setLevel(logging.ERROR)
+    quiet_library("tensorflow", logging.ERROR)
+
+
+def quiet_library(name: str, level: int) -> None:
+    """A library's logger shows only `level` and above, unless `hydra.verbose` (or anything
+    else) already asked it for DEBUG lines. Call it after the library set up its logger."""
+    logger = logging.getLogger(name)
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(level)

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import config_hash
-from src.runtime import UserError, describe, run_status, sigterm_interrupts
+from src.runtime import UserError, describe, quiet_library, run_status, sigterm_interrupts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,9 +64,7 @@ def setup(cfg: DictConfig) -> str:
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     os.environ.setdefault(ASYNC_BUFFERING_ENV, "1")
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
-    mlflow_log = logging.getLogger("mlflow")  # its INFO lines: only with hydra.verbose=mlflow
-    if mlflow_log.getEffectiveLevel() > logging.DEBUG:
-        mlflow_log.setLevel(logging.WARNING)
+    quiet_library("mlflow", logging.WARNING)  # its INFO lines: only with hydra.verbose=mlflow
     mlflow.set_tracking_uri(uri)
     try:
         experiment = retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)

@@ -42,10 +42,11 @@ def safe_url(url: str) -> str:
 def quiet_optuna() -> None:
     """Optuna's INFO lines ("A new study created", then "Using an existing study" from the
     sweeper) only with hydra.verbose=optuna: the sweeper logs one line of its own per study."""
-    import optuna
+    import optuna  # noqa: F401  (sets up its logger, at INFO, on import)
 
-    if logging.getLogger("optuna").getEffectiveLevel() > logging.DEBUG:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from src.runtime import quiet_library
+
+    quiet_library("optuna", logging.WARNING)
 
 
 def rdb_storage(url: str, **kwargs: Any) -> Any:

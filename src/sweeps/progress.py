@@ -5,7 +5,6 @@ left`; the parent run's metric `points_done` counts along."""
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from src.sweeps.context import SweepContext
 from src.sweeps.job import trial_number
@@ -65,7 +64,7 @@ def report(ctx: SweepContext, sweep_dir: Path, job_dir: Path, overrides: list[st
         log_count(ctx.parent_run_id, len(done))
 
 
-def log_count(run_id: str, done: int) -> Any:
+def log_count(run_id: str, done: int) -> None:
     """The parent run's metric points_done, one step per finished point."""
     from mlflow import MlflowClient
 
