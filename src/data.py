@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from src.files import atomic_path, write_csv
-from src.runtime import UserError
+from src.runtime import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def load_keras(name: str) -> dict[str, np.ndarray]:
 
 def download_error(e: Exception) -> str:
     """The reason in Keras' "URL fetch failure on <url>: <code> -- <reason>", or the message."""
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    message = first_line(e)
     return message.rsplit(" -- ", 1)[-1] if message.startswith("URL fetch failure") else message
 
 

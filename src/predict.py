@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src.files import write_csv
-from src.runtime import UserError, quiet_tensorflow, user_errors
+from src.runtime import UserError, first_line, quiet_tensorflow, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def load_predictor(ref: str, tracking_uri: str | None = None) -> tuple[Any, dict
             info = mlflow.models.get_model_info(ref)
             model = mlflow.pyfunc.load_model(ref).unwrap_python_model().model  # serving.Classifier
         except Exception as e:
-            reason = str(e).strip().splitlines()[0]
+            reason = first_line(e)
             raise UserError(f"model={ref} cannot be loaded from MLflow ({reason})") from None
         record = (info.metadata or {}).get("preprocessing")
     else:
@@ -115,8 +115,7 @@ def read_inputs(source: str, record: dict) -> tuple[list[str], np.ndarray]:
         try:
             img = keras.utils.load_img(p, color_mode=mode, target_size=(h, w))
         except Exception as e:  # a damaged image: its header was fine
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"input image {p} cannot be read ({reason})") from None
+            raise UserError(f"input image {p} cannot be read ({first_line(e)})") from None
         images.append(keras.utils.img_to_array(img) / 255.0)  # 8-bit images: 0..255 -> [0, 1]
     return [str(p) for p in files], np.stack(images).astype(np.float32)
 

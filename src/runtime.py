@@ -43,6 +43,12 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:5000]
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
+
+
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 

@@ -17,7 +17,14 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import config_hash
-from src.runtime import UserError, describe, quiet_library, run_status, sigterm_interrupts
+from src.runtime import (
+    UserError,
+    describe,
+    first_line,
+    quiet_library,
+    run_status,
+    sigterm_interrupts,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,8 +78,7 @@ def setup(cfg: DictConfig) -> str:
         if EXPERIMENT_KIND[0] not in experiment.tags:  # else MLflow 3's UI may guess GenAI
             retry_locked(mlflow.set_experiment_tag, *EXPERIMENT_KIND)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({reason})") from None
+        raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({first_line(e)})") from None
     return uri
 
 
