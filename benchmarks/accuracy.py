@@ -8,31 +8,54 @@ Usage (from the repository root):
   python -m benchmarks.accuracy --only dense32,conv              # a subset
   python -m benchmarks.accuracy --only conv classify.augment.zoom=0.2  # with overrides
 
-Tune on the validation columns; the test columns are the result.
+Tune on the validation columns; the test columns are the result. Each setting's row (with the
+command, commit, date, machine and load that measured it) replaces its row in
+benchmarks/results/mnist_accuracy.json; `python -m benchmarks.publish` writes docs/mnist.md's
+table from that file. PCA(k)+LR and raw-pixel LR (dense32 only) are measured here too.
 """
 
 import argparse
+import json
 import logging
 import multiprocessing
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
+from benchmarks._common import RESULTS, load_avg, meta, write_results  # noqa: E402
+
 DATA = "../shared/data/mnist.npz"  # Keras' four arrays; relative to the repository root
+RESULTS_NAME = "mnist_accuracy"
 
 # name -> (config overrides: a preset of conf/experiment/, target on the MNIST test set,
-# a published or measured reference)
+# published references: LeCun et al. 1998, Kingma et al. 2014)
 SETTINGS = {  # the targets first, then the rest of the bottleneck sweep
-    "dense32": (["experiment=mnist_dense32"], 0.980, "PCA(32)+LR 0.901, raw-pixel LR 0.926"),
+    "dense32": (["experiment=mnist_dense32"], 0.980, ""),
     "conv": (["experiment=mnist_conv"], 0.993, "LeNet-5 0.9905"),
     "labels100": (["experiment=mnist_labels100"], 0.967, "M1+TSVM 0.882, M1+M2 0.9667"),
-    **{
-        f"dense{k}": ([f"experiment=mnist_dense{k}"], None, f"PCA({k})+LR {ref}")
-        for k, ref in [(16, 0.858), (8, 0.791), (4, 0.578), (2, 0.446)]
-    },
+    **{f"dense{k}": ([f"experiment=mnist_dense{k}"], None, "") for k in (16, 8, 4, 2)},
 }
+
+
+def linear_references(name: str, arrays: dict, k: int) -> dict:
+    """Logistic regression on k PCA components (and on the raw pixels for dense32): the
+    reference column, measured on the same split."""
+    from sklearn.linear_model import LogisticRegression
+
+    from src import baselines
+
+    pca = baselines.fit_pca(arrays["x_train"], k)
+    codes = {s: baselines.pca_codes(pca, arrays[f"x_{s}"]) for s in ("train", "test")}
+    lr = LogisticRegression(max_iter=2000).fit(codes["train"], arrays["y_train"])
+    row = {"pca_lr_test": float(lr.score(codes["test"], arrays["y_test"]))}
+    if name == "dense32":
+        raw = baselines.fit_raw_baseline(arrays["x_train"], arrays["y_train"])
+        row["raw_lr_test"] = float(raw.score(baselines.flat(arrays["x_test"]), arrays["y_test"]))
+    return row
 
 
 def run_setting(name: str, data_path: str, extra: list[str], queue) -> None:
@@ -59,12 +82,23 @@ def run_setting(name: str, data_path: str, extra: list[str], queue) -> None:
         # baseline: PCA to the same k, the same head trained the same way on the same labels
         pca_classifier = models.load(Path(tmp) / cfg.paths.pca_classifier)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    row = {"k": cfg.bottleneck, "time": train_time, "peak_mb": peak_mb}
+    row = {"k": cfg.bottleneck, "seed": cfg.seed, "time": train_time, "peak_mb": peak_mb}
     for split in ("test", "val"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        row[split] = classifier.evaluate(x, y, verbose=0)[1]
-        row[f"pca_{split}"] = pca_classifier.evaluate(x, y, verbose=0)[1]
-    queue.put(row)
+        row[split] = float(classifier.evaluate(x, y, verbose=0)[1])
+        row[f"pca_{split}"] = float(pca_classifier.evaluate(x, y, verbose=0)[1])
+    queue.put({**row, **linear_references(name, arrays, cfg.bottleneck)})
+
+
+def save(name: str, row: dict, started: dict) -> None:
+    """The setting's row, with what measured it, into the results file (other rows kept)."""
+    path = RESULTS / f"{RESULTS_NAME}.json"
+    rows = json.loads(path.read_text())["rows"] if path.is_file() else {}
+    overrides, target, reference = SETTINGS[name]
+    rows[name] = {**row, "overrides": overrides, "target": target, "reference": reference,
+                  **started, "load_at_end": load_avg()}  # fmt: skip
+    order = [n for n in SETTINGS if n in rows]
+    write_results(RESULTS_NAME, {"rows": {n: rows[n] for n in order}}, {})
 
 
 def main() -> None:
@@ -79,33 +113,18 @@ def main() -> None:
         parser.error(f"unknown settings {sorted(unknown)}; known: {','.join(SETTINGS)}")
 
     ctx = multiprocessing.get_context("spawn")  # a fresh process per setting: its own peak
-    rows = []
     for name in names:
-        queue = ctx.Queue()
+        started, queue = meta(), ctx.Queue()
         proc = ctx.Process(target=run_setting, args=(name, args.data, args.overrides, queue))
         proc.start()
         proc.join()  # the row is a small dict: it fits in the queue's pipe
         if proc.exitcode != 0:
             raise SystemExit(f"error: setting {name} failed (exit code {proc.exitcode})")
-        rows.append((name, queue.get()))
-        print(f"done {name}: {rows[-1][1]}", flush=True)
+        row = queue.get()
+        print(f"done {name}: {row}", flush=True)
+        save(name, row, started)
 
-    print(f"\nMNIST: test set (10000) and validation split accuracy, {len(rows)} settings\n")
-    print(
-        "| setting | k | test accuracy | PCA(k) + same head | target | val accuracy | PCA val |"
-        " train time | peak RSS | reference |\n|---|---|---|---|---|---|---|---|---|---|"
-    )
-    for name, r in rows:
-        _, target, reference = SETTINGS[name]
-        target = f"≥ {target}" if target else "> PCA"
-        print(
-            f"| {name} | {r['k']} | {r['test']:.4f} | {r['pca_test']:.4f} | {target} | "
-            f"{r['val']:.4f} | {r['pca_val']:.4f} | {r['time']:.0f} s | "
-            f"{r['peak_mb'] / 1024:.2f} GiB | {reference} |"
-        )
-    print("\nsettings (on top of dataset=mnist and the defaults in conf/):")
-    for name, _ in rows:
-        print(f"  {name}: {' '.join(SETTINGS[name][0])}")
+    print("the table: python -m benchmarks.publish (docs/mnist.md)", flush=True)
 
 
 if __name__ == "__main__":

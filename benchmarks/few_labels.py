@@ -27,6 +27,9 @@ for an autoencoder not yet cached):
   python -m benchmarks.few_labels --seeds 42 classify.self_training_confidence=0.95
   python -m benchmarks.few_labels --fresh                  # retrain (the autoencoders stay)
 
+The summary, the chosen recipe and every seed's rows go to benchmarks/results/mnist_few_labels.json
+(with the command, commit, date, machine and load).
+
 The machine's OPENBLAS_* settings (/work/.library/env) slow numpy's and scikit-learn's BLAS
 (label spreading, PCA); Keras' own kernels do not use it. Times are wall times on a shared
 machine: upper bounds.
@@ -36,6 +39,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
+from benchmarks._common import meta, write_results  # noqa: E402
+
 DATA = "../shared/data/mnist.npz"  # relative to the repository root
 CACHE = ROOT / ".cache" / "few_labels"
 PRESET = "experiment=mnist_labels100"
@@ -205,6 +212,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides on top of the preset")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    started = meta()
     os.chdir(ROOT)  # dataset.path and paths.cache are relative to the repository root
     CACHE.mkdir(parents=True, exist_ok=True)
     from omegaconf import OmegaConf
@@ -239,6 +247,9 @@ def main() -> None:
     lines = summary(rows)  # a tie goes to fewer self-training rounds, then to the earlier
     best = max(lines, key=lambda s: (s["small_val"][0], -rounds(s["recipe"]), -lines.index(s)))
     print(f"\nchosen on small validation accuracy: {best['recipe']}")
+    values = {"preset": PRESET, "overrides": args.overrides, "seeds": args.seeds,
+              "chosen": best["recipe"], "summary": lines, "rows": rows}  # fmt: skip
+    write_results("mnist_few_labels", values, started)
     print(
         "the test columns are printed for every recipe but chose nothing. Times are means per "
         "seed on 2 shared cores: step time is the step's own training (spread's includes "

@@ -146,12 +146,149 @@ def sweep_against(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _budget(r: dict) -> tuple[list, list, dict]:
+    """label_budget.csv's rows as (budgets, methods, {(budget, method): row}), in its order."""
+    budgets = list(dict.fromkeys(row["labels_per_class"] for row in r["rows"]))
+    methods = list(dict.fromkeys(row["method"] for row in r["rows"]))
+    return budgets, methods, {(row["labels_per_class"], row["method"]): row for row in r["rows"]}
+
+
+def _budget_label(budget: object, rows: dict, method: str) -> str:
+    return f"all ({rows[(budget, method)]['x']})" if budget == "all" else str(budget)
+
+
+def budget_intro(r: dict) -> str:
+    seeds = sorted({int(s) for row in r["rows"] for s in str(row["seeds"]).split()})
+    load = r["load_at_start"].split("/")[0]
+    prose = (f"Measured {r['date']} at commit {r['commit']} by `{r['command']}` "
+             f"(results file `benchmarks/results/mnist_label_budget.json`): "
+             f"{2 * len(_budget(r)[0]) * len(seeds)} points (frozen and fine-tuned) over seeds "
+             f"{', '.join(map(str, seeds))}, {r['seconds'] / 60:.0f} min of wall time on "
+             f"{r['machine']} (load {load} at the start).")  # fmt: skip
+    return f"{textwrap.fill(prose, 95, break_on_hyphens=False)}\n\n```bash\n{r['sweep']}\n```\n"
+
+
+def budget_table(r: dict) -> str:
+    """Mean test accuracy [95 % t-interval] per budget and method."""
+    budgets, methods, rows = _budget(r)
+    lines = ["| labels per class | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for b in budgets:
+        digits = 4 if b == "all" else 3
+        cells = [f"{_f(x['test_accuracy_mean'], digits)} [{_f(x['test_accuracy_ci_low'], digits)}"
+                 f", {_f(x['test_accuracy_ci_high'], digits)}]"
+                 for x in (rows[(b, m)] for m in methods)]  # fmt: skip
+        lines.append(f"| {_budget_label(b, rows, methods[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def budget_tests(r: dict) -> str:
+    """Each method against the same network from scratch: difference, p, p adjusted."""
+    budgets, methods, rows = _budget(r)
+    tested = [m for m in methods if rows[(budgets[0], m)]["vs_scratch_p"] is not None]
+    lines = ["| labels per class | " + " | ".join(tested) + " |", "|---|" + "---|" * len(tested)]
+    for b in budgets:
+        cells = [
+            f"{_diff(x['vs_scratch_difference'])} (p {x['vs_scratch_p']:.2g}, adjusted "
+            f"{x['vs_scratch_p_adjusted']:.2g})"
+            for x in (rows[(b, m)] for m in tested)
+        ]
+        lines.append(f"| {_budget_label(b, rows, methods[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _versus(x: dict) -> str:
+    """'+0.028 (p 0.009, adjusted 0.02)': a method against from scratch at one budget."""
+    return (f"{_diff(x['vs_scratch_difference'])} (p {x['vs_scratch_p']:.2g}, adjusted "
+            f"{x['vs_scratch_p_adjusted']:.2g})")  # fmt: skip
+
+
+def budget_reading(r: dict) -> str:
+    """A bullet per budget: the highest mean, the methods whose intervals overlap it, and each
+    autoencoder against from scratch, all read off the results."""
+    budgets, methods, rows = _budget(r)
+    out = []
+    for b in budgets:
+        at = {m: rows[(b, m)] for m in methods}
+        best = max(methods, key=lambda m: at[m]["test_accuracy_mean"])
+        low = at[best]["test_accuracy_ci_low"]
+        overlap = [m for m in methods if m != best and at[m]["test_accuracy_ci_high"] >= low]
+        ties = (f"its interval overlaps those of {', '.join(overlap)}" if overlap
+                else "no other interval reaches its own")  # fmt: skip
+        versus = "; ".join(f"{m} {_versus(at[m])}" for m in methods
+                           if m.startswith("autoencoder"))  # fmt: skip
+        out.append(f"- **{_budget_label(b, rows, methods[0])} labels per class**: highest mean "
+                   f"{best} ({_f(at[best]['test_accuracy_mean'])}); {ties}. Against the same "
+                   f"network from scratch: {versus}.")  # fmt: skip
+    return "\n".join(textwrap.fill(line, 95, subsequent_indent="  ", break_on_hyphens=False)
+                     for line in out) + "\n"  # fmt: skip
+
+
+MNIST_SETTINGS = {  # benchmarks/accuracy.py's settings as docs/mnist.md's table names them
+    "dense32": "dense32: dense AE, frozen encoder + head",
+    "conv": "conv: conv AE, fine-tuned",
+    "labels100": "labels100: conv AE, 10 labels per class, spread, fine-tuned, self-training",
+}
+
+
+def mnist_table(r: dict) -> str:
+    """docs/mnist.md's results table, a row per setting benchmarks/accuracy.py measured."""
+    lines = ["| setting | k | test accuracy | PCA(k) + same head | target | met | val accuracy | "
+             "PCA val | train time | peak RSS | reference | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, x in r["rows"].items():
+        target, met = x["target"], x["test"] >= (x["target"] or x["pca_test"])
+        refs = [f"PCA({x['k']})+LR {x['pca_lr_test']:.3f}"]
+        refs += [f"raw-pixel LR {x['raw_lr_test']:.3f}"] if "raw_lr_test" in x else []
+        refs += [x["reference"]] if x["reference"] else []
+        when = f"{x['date'][:10]}, {x['commit']}, load {x['load_at_start'].split('/')[0]}"
+        cells = [MNIST_SETTINGS.get(name, name), x["k"], f"**{x['test']:.4f}**",
+                 f"{x['pca_test']:.4f}", f"≥ {target}" if target else "> PCA",
+                 "yes" if met else "no", f"{x['val']:.4f}", f"{x['pca_val']:.4f}",
+                 f"{x['time']:.0f} s", f"{x['peak_mb'] / 1024:.2f} GiB", ", ".join(refs),
+                 when]  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+CI_TIERS = {  # docs/testing.md's two tiers: (command, what runs)
+    "fast": ('`pytest -m "not e2e"`', "everything in process: library modules, the stages' "
+             "`run()`, bad input, and whole sweeps and searches of `src.train` run through Hydra "
+             "in the test process (`tests/sweeping.py`)"),
+    "full": ("`pytest`", "everything: the in-process tests and the tests marked `e2e`"),
+}  # fmt: skip
+
+
+def ci_times(r: dict) -> str:
+    """docs/testing.md's tier table from benchmarks/ci.py's results."""
+    lines = ["| command | what runs | time |", "|---|---|---|"]
+    for tier, (command, what) in CI_TIERS.items():
+        if (x := r["tiers"].get(tier)) is None:
+            continue
+        load = x["load_at_start"].split("/")[0]
+        when = f"{x['date']} at {x['commit']}, load {load} at the start"
+        time = f"{_minutes(x['pytest_seconds'])} ({x['passed']} tests passed, {x['failed']} failed"
+        if "seconds" in x:
+            time += f"; `.ci/run` with its install {_minutes(x['seconds'])}"
+        lines.append(f"| {command} | {what} | {time}; {when}) |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "answer-intro": ("benchmarks/results/digits_answer.json", answer_intro),
     "answer-table": ("benchmarks/results/digits_answer.json", answer_table),
     "answer-bullets": ("benchmarks/results/digits_answer.json", answer_bullets),
     "dvc-default": ("reports/metrics.json", dvc_default),
     "sweep-against": ("benchmarks/results/sweep_against.json", sweep_against),
+    "mnist-table": ("benchmarks/results/mnist_accuracy.json", mnist_table),
+    "ci-times": ("benchmarks/results/ci.json", ci_times),
+    "budget-intro": ("benchmarks/results/mnist_label_budget.json", budget_intro),
+    "budget-table": ("benchmarks/results/mnist_label_budget.json", budget_table),
+    "budget-reading": ("benchmarks/results/mnist_label_budget.json", budget_reading),
+    "budget-tests": ("benchmarks/results/mnist_label_budget.json", budget_tests),
 }
 
 

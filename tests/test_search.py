@@ -372,7 +372,11 @@ def test_two_workers_share_one_study_on_postgresql(project, postgres, tracking_s
     trials = counted(study.trials)  # a surplus trial (never launched) is not counted
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
     ran = [sum(f"] trial {n}: " in out for out in outputs) for n in range(4)]
-    assert ran == [1] * 4  # each trial ran in one worker: its progress line, e.g. [2/4] trial 1:
+    told = [f"{t.number} {t.state.name} {t.params} {t.user_attrs}" for t in study.trials]
+    lines = [[s for s in out.splitlines() if any(w in s for w in ("trial", "WARN", "ERR", "Warn"))]
+             for out in outputs]  # fmt: skip
+    # each trial ran in one worker: its progress line, e.g. [2/4] trial 1:
+    assert ran == [1] * 4, "\n".join([*told, *lines[0], "--- worker 2:", *lines[1]])
     assert all(out.count("] trial ") >= 1 for out in outputs)  # both worked
     parent, children = _family(MlflowClient(tracking_uri=tracking_server))
     assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(4))

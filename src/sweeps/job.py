@@ -65,10 +65,10 @@ def pruning_callbacks(ctx: SweepContext | None) -> list:
     from hydra.utils import instantiate
     from optuna_integration import KerasPruningCallback
 
-    from src.sweeps.optuna_study import MONITOR
+    from src.sweeps.optuna_study import MONITOR, shared_storage
 
     pruner = instantiate(HydraConfig.get().sweeper.pruner) or optuna.pruners.NopPruner()
-    storage = optuna.storages.get_storage(ctx.storage)
+    storage = shared_storage(ctx.storage)
     study_id = storage.get_study_id_from_name(ctx.study)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     study = optuna.load_study(study_name=ctx.study, storage=storage, pruner=pruner)

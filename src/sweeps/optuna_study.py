@@ -3,6 +3,7 @@ shares, one parent MLflow run named in the study, finished once by the worker th
 
 Optuna is imported only inside functions: the DVC stages and grid sweeps never load it."""
 
+import functools
 import json
 import logging
 import time
@@ -68,6 +69,14 @@ def rdb_storage(url: str, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+@functools.cache
+def shared_storage(url: str) -> Any:
+    """One RDBStorage per database and process for reading and reporting: each new one opens
+    its own connection pool (and checks the schema), so a worker that made one per progress line
+    or trial piled up connections."""
+    return rdb_storage(url)
+
+
 def counted(trials: list) -> list:
     """The trials that use the study's budget: all but those retried after their worker died
     (their retry counts instead) and surplus ones that were never launched."""
@@ -84,7 +93,8 @@ def told_results(url: str, name: str) -> list[dict[str, Any]]:
     """The results of the study's counted trials that have been told, over all its workers."""
     import optuna
 
-    trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    study = optuna.load_study(study_name=name, storage=shared_storage(url))
+    trials = study.get_trials(deepcopy=False)
     return [t.user_attrs["result"] for t in counted(trials) if "result" in t.user_attrs]
 
 
@@ -135,7 +145,7 @@ class OptunaStudy(Study):
     def load(self, **kwargs: Any) -> Any:
         import optuna
 
-        return optuna.load_study(study_name=self.name, storage=self.url, **kwargs)
+        return optuna.load_study(study_name=self.name, storage=shared_storage(self.url), **kwargs)
 
     def create_or_load(self) -> tuple[Any, bool]:
         """(the study, whether this call created it: the storage lets only one caller)."""

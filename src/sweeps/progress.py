@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from src.runtime import first_line
 from src.sweeps.context import SweepContext
 from src.sweeps.job import trial_number
 from src.sweeps.study import finished_jobs, job_result
@@ -50,7 +51,11 @@ def report(ctx: SweepContext, sweep_dir: Path, job_dir: Path, overrides: list[st
     result = job_result(job_dir)
     if result is None:  # died before writing it: the sweep's summary reports it
         return
-    done = finished(ctx, sweep_dir)
+    try:
+        done = finished(ctx, sweep_dir)
+    except Exception as e:  # e.g. the study's database away: the line without the others
+        log.warning("progress: the other points' results not read: %s", first_line(e))
+        done = []
     if result not in done:  # a search's trial is told to its study after this
         done.append(result)
     total = max(ctx.total, len(done))

@@ -1,0 +1,82 @@
+"""CI's time: `.ci/run` (install, lint, pytest) on a clean clone of a commit, and with --fast
+also the in-process tier (`pytest -m "not e2e"`) in that clone afterwards. Each tier's result
+(tests passed and failed, pytest's own time, the whole run's, commit, date, machine, load)
+replaces its entry in benchmarks/results/ci.json; docs/testing.md's table is published from it.
+Exits with CI's exit code; the log stays in <clone>/ci.log.
+
+Usage: python benchmarks/ci.py [--ref HEAD] [--clone ../ci-clone] [--fast]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
+from benchmarks._common import RESULTS, load_avg, meta, write_results  # noqa: E402
+
+SUMMARY = re.compile(r"=+ (.*) in ([\d.]+)s")  # pytest's last line: "318 passed ... in 775.71s"
+
+
+def counts(log: str) -> dict:
+    """passed/failed/... and pytest's seconds from the last summary line of a pytest log."""
+    matches = SUMMARY.findall(log)
+    if not matches:
+        return {"pytest_seconds": None}
+    words, seconds = matches[-1]
+    found = {k: int(n) for n, k in re.findall(r"(\d+) (\w+)", words)}
+    return {"passed": found.get("passed", 0), "failed": found.get("failed", 0) + found.get(
+        "errors", found.get("error", 0)), "pytest_seconds": float(seconds)}  # fmt: skip
+
+
+def timed(cmd: list[str], cwd: Path, log: Path, env: dict) -> tuple[int, float, str]:
+    """(exit code, wall seconds, output) of `cmd`, its output appended to `log`."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    with open(log, "a") as f:
+        f.write(done.stdout)
+    return done.returncode, time.perf_counter() - start, done.stdout
+
+
+def record(tier: str, entry: dict) -> None:
+    path = RESULTS / "ci.json"
+    tiers = json.loads(path.read_text())["tiers"] if path.is_file() else {}
+    tiers[tier] = entry
+    write_results("ci", {"tiers": dict(sorted(tiers.items()))}, {})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default="HEAD")
+    parser.add_argument("--clone", type=Path, default=ROOT.parent / "ci-clone")
+    parser.add_argument("--fast", action="store_true", help="then time pytest -m 'not e2e'")
+    a = parser.parse_args()
+    shutil.rmtree(a.clone, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(a.clone)], check=True)
+    subprocess.run(["git", "checkout", "-q", a.ref], cwd=a.clone, check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=a.clone,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    log, env = a.clone / "ci.log", {**os.environ, "CI": "true"}
+    started = {**meta(), "commit": commit}
+    code, seconds, out = timed(["bash", ".ci/run"], a.clone, log, env)
+    record("full", {**started, "exit_code": code, "seconds": seconds, **counts(out),
+                    "load_at_end": load_avg()})  # fmt: skip
+    print(f"CI of {commit}: exit {code}, {seconds:.0f} s; log {log}", file=sys.stderr)
+    if a.fast and code == 0:
+        started = {**meta(), "commit": commit}
+        cmd = [str(a.clone / ".venv/bin/pytest"), "-m", "not e2e", "-q"]
+        fast_code, _, out = timed(cmd, a.clone, log, env)
+        record("fast", {**started, "exit_code": fast_code, **counts(out),
+                        "load_at_end": load_avg()})  # fmt: skip
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
