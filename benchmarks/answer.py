@@ -1,6 +1,7 @@
 """README's answer on digits: `python -m src.train bottleneck=2,8,32 -m` at default settings, each
 point's reports/metrics.json collected into benchmarks/results/digits_answer.json (then
-`python -m benchmarks.publish` writes README's table and bullets from it).
+`python -m benchmarks.publish` writes README's table and bullets from it), and the smallest
+bottleneck's t-SNE maps and reconstructions copied to docs/ (README shows them).
 
 Usage: python benchmarks/answer.py [--bottlenecks 2,8,32] [override ...]
 Runs with its own temporary MLflow store, cache and sweep folder.
@@ -9,6 +10,7 @@ Runs with its own temporary MLflow store, cache and sweep folder.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,15 @@ def seed_of(job: Path) -> int:
     return yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["seed"]
 
 
+def copy_figures(reports: Path) -> None:
+    """The t-SNE maps and reconstructions of one sweep point, as README shows them."""
+    k = json.loads((reports / "metrics.json").read_text())["bottleneck"]
+    for name in ("tsne", "reconstructions"):
+        shutil.copyfile(
+            reports / "figures" / f"{name}.png", ROOT / "docs" / f"{name}_bottleneck{k}.png"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bottlenecks", default="2,8,32")
@@ -39,13 +50,14 @@ def main() -> None:
         cmd = [sys.executable, "-m", "src.train", f"paths.cache={tmp}/cache",
                f"hydra.sweep.dir={tmp}/multirun", *args, "-m"]  # fmt: skip
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         jobs = sorted(Path(tmp, "multirun").glob("*/reports/metrics.json"))
         points = [{**json.loads(p.read_text()), "seed": seed_of(p.parent.parent)} for p in jobs]
+        copy_figures(min(jobs, key=lambda p: json.loads(p.read_text())["bottleneck"]).parent)
     points.sort(key=lambda m: m["bottleneck"])
     values = {"sweep": f"python -m src.train {' '.join(args)} -m", "seconds": seconds,
-              "points": points}  # fmt: skip
+              "points": points, "console": (done.stdout + done.stderr).splitlines()}  # fmt: skip
     write_results("digits_answer", values, started)
 
 

@@ -66,6 +66,15 @@ def answer_table(r: dict) -> str:
                                f"seed ({', '.join(map(str, seeds))}).\n")  # fmt: skip
 
 
+PROGRESS = re.compile(r"\[\d+/\d+\] .*")
+
+
+def answer_console(r: dict) -> str:
+    """The progress lines the answer's sweep printed (docs/sweeps.md's example)."""
+    lines = [m.group(0) for line in r["console"] if (m := PROGRESS.search(line))]
+    return f"```\n{chr(10).join(lines)}\n```\n"
+
+
 def _claim(holds: bool, claim: str) -> None:
     """Stop when the results no longer support the words around their numbers."""
     if not holds:
@@ -154,7 +163,23 @@ def _budget(r: dict) -> tuple[list, list, dict]:
 
 
 def _budget_label(budget: object, rows: dict, method: str) -> str:
-    return f"all ({rows[(budget, method)]['x']})" if budget == "all" else str(budget)
+    return f"all ({rows[(budget, method)]['x']:.0f})" if budget == "all" else str(budget)
+
+
+def _per_class(budget: object, rows: dict, method: str) -> str:
+    """'1 label per class', '10 labels per class', 'all (5400) labels per class'."""
+    return f"{_budget_label(budget, rows, method)} label{'' if budget == 1 else 's'} per class"
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _bullets(lines: list[str]) -> str:
+    """Lines wrapped at 95 characters, a bullet's continuation indented under its text."""
+    indent = ["  " if line.startswith("- ") else "" for line in lines]
+    return "\n".join(textwrap.fill(line, 95, subsequent_indent=i, break_on_hyphens=False)
+                     for line, i in zip(lines, indent, strict=True)) + "\n"  # fmt: skip
 
 
 def budget_intro(r: dict) -> str:
@@ -212,15 +237,35 @@ def budget_reading(r: dict) -> str:
         best = max(methods, key=lambda m: at[m]["test_accuracy_mean"])
         low = at[best]["test_accuracy_ci_low"]
         overlap = [m for m in methods if m != best and at[m]["test_accuracy_ci_high"] >= low]
-        ties = (f"its interval overlaps those of {', '.join(overlap)}" if overlap
+        ties = (f"its interval overlaps those of {_and(overlap)}" if overlap
                 else "no other interval reaches its own")  # fmt: skip
         versus = "; ".join(f"{m} {_versus(at[m])}" for m in methods
                            if m.startswith("autoencoder"))  # fmt: skip
-        out.append(f"- **{_budget_label(b, rows, methods[0])} labels per class**: highest mean "
+        out.append(f"- **{_per_class(b, rows, methods[0])}**: highest mean "
                    f"{best} ({_f(at[best]['test_accuracy_mean'])}); {ties}. Against the same "
                    f"network from scratch: {versus}.")  # fmt: skip
-    return "\n".join(textwrap.fill(line, 95, subsequent_indent="  ", break_on_hyphens=False)
-                     for line in out) + "\n"  # fmt: skip
+    return _bullets(out)
+
+
+def budget_answer(r: dict) -> str:
+    """README's label-budget bullets: per budget the highest mean and each autoencoder against
+    from scratch (adjusted p)."""
+    budgets, methods, rows = _budget(r)
+    n = max(row["n"] for row in r["rows"])
+    out = [f"Over {n} seeds; each autoencoder against the same network from scratch, paired over "
+           "the seeds, p adjusted over the budgets:"]  # fmt: skip
+    for b in budgets:
+        at = {m: rows[(b, m)] for m in methods}
+        best = max(methods, key=lambda m: at[m]["test_accuracy_mean"])
+        versus = ", ".join(f"{m.removeprefix('autoencoder, ')} "
+                           f"{_diff(at[m]['vs_scratch_difference'])} "
+                           f"(p {at[m]['vs_scratch_p_adjusted']:.2g})"
+                           for m in methods if m.startswith("autoencoder"))  # fmt: skip
+        out.append(
+            f"- **{_budget_label(b, rows, methods[0])} labels per class**: highest mean "
+            f"{best} ({_f(at[best]['test_accuracy_mean'])}); autoencoder {versus}."
+        )
+    return _bullets(out)
 
 
 MNIST_SETTINGS = {  # benchmarks/accuracy.py's settings as docs/mnist.md's table names them
@@ -277,16 +322,45 @@ def ci_times(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mnist_answer(r: dict) -> str:
+    """README's MNIST paragraph, from benchmarks/accuracy.py's rows."""
+    rows = r["rows"]
+    dense = {x["k"]: x for name, x in rows.items() if name.startswith("dense")}
+    small, large = dense[min(dense)], dense[32]
+    _claim(
+        all(x["test"] > x["pca_test"] for x in dense.values()),
+        "on MNIST the autoencoder beats PCA with the same head at every code size",
+    )
+    _claim(small["test"] - small["pca_test"] > large["test"] - large["pca_test"],
+           "by more the smaller the code")  # fmt: skip
+    just = "but only just" if large["test"] - large["pca_test"] < 0.005 else "and still"
+    text = (f"On MNIST the autoencoder beats PCA with the same head at every code size "
+            f"({', '.join(map(str, sorted(dense)))} units), by more the smaller the code "
+            f"({small['test']:.4f} against {small['pca_test']:.4f} at {small['k']} units), {just} "
+            f"at 32 units ({large['test']:.4f} against {large['pca_test']:.4f}).")  # fmt: skip
+    if "conv" in rows:
+        text += f" A fine-tuned convolutional autoencoder reaches {rows['conv']['test']:.4f}."
+    seeds = sorted({x["seed"] for x in rows.values()})
+    text += (f" One seed ({', '.join(map(str, seeds))}) per setting, test accuracy on the 10000 "
+             "test images, settings chosen on the validation split; `python -m "
+             "benchmarks.accuracy`. The full table, settings and commands are in "
+             "[docs/mnist.md](docs/mnist.md).")  # fmt: skip
+    return textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "answer-intro": ("benchmarks/results/digits_answer.json", answer_intro),
     "answer-table": ("benchmarks/results/digits_answer.json", answer_table),
     "answer-bullets": ("benchmarks/results/digits_answer.json", answer_bullets),
+    "answer-console": ("benchmarks/results/digits_answer.json", answer_console),
     "dvc-default": ("reports/metrics.json", dvc_default),
     "sweep-against": ("benchmarks/results/sweep_against.json", sweep_against),
+    "mnist-answer": ("benchmarks/results/mnist_accuracy.json", mnist_answer),
     "mnist-table": ("benchmarks/results/mnist_accuracy.json", mnist_table),
     "ci-times": ("benchmarks/results/ci.json", ci_times),
     "budget-intro": ("benchmarks/results/mnist_label_budget.json", budget_intro),
     "budget-table": ("benchmarks/results/mnist_label_budget.json", budget_table),
+    "budget-answer": ("benchmarks/results/mnist_label_budget.json", budget_answer),
     "budget-reading": ("benchmarks/results/mnist_label_budget.json", budget_reading),
     "budget-tests": ("benchmarks/results/mnist_label_budget.json", budget_tests),
 }

@@ -111,6 +111,11 @@ def fit_classifier(
     from src import files, tracking, training
 
     settings, labels = head_settings(cfg, len(arrays["class_names"])), label_settings(cfg)
+    if cfg.model.name == "ladder":  # trained with its labels in pretrain (docs/ladder.md)
+        from src import ladder
+
+        callbacks = [*tracking.callbacks("classify/"), *(callbacks or [])]
+        return ladder.classify(encoder, arrays, labels, settings, callbacks)
     codes = None
     if training.needs_codes(labels, settings):
         codes = cache.arrays(

@@ -70,7 +70,23 @@ class ConvModel:
     activation: str = key("a Keras activation name")
 
 
-MODELS = {"dense": DenseModel, "conv": ConvModel}  # model.name -> its keys (models.BUILDERS)
+@dataclass
+class LadderModel:  # docs/ladder.md
+    name: str = key("ladder")
+    hidden: list[int] = key("a list of positive integers", lambda v: all(u > 0 for u in v))
+    noise_std: float = key("a non-negative number (0 = no noise)", lambda v: v >= 0)
+    denoising_weights: list[float] = key(
+        "a list of non-negative numbers, one per layer from the input up (len(hidden) + 2)",
+        lambda v: all(w >= 0 for w in v),
+    )
+    variant: str = key("full or gamma", lambda v: v in ("full", "gamma"))
+    epochs: int = key(POSITIVE, is_positive)
+    batch_size: int = key(POSITIVE, is_positive)
+    learning_rate: float = key(RATE, is_rate)
+    decay_start: float = key("a fraction of the epochs in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+MODELS = {"dense": DenseModel, "conv": ConvModel, "ladder": LadderModel}  # models.BUILDERS
 
 
 @dataclass

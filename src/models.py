@@ -119,7 +119,31 @@ def build_conv_autoencoder(
     return autoencoder, encoder
 
 
-BUILDERS = {"dense": build_autoencoder, "conv": build_conv_autoencoder}  # model.name -> builder
+def build_ladder(
+    input_shape: tuple[int, ...],
+    bottleneck: int,
+    hidden: list[int],
+    noise_std: float,
+    denoising_weights: list[float],
+    variant: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    decay_start: float,
+) -> tuple[keras.Model, keras.Model]:
+    """The Ladder network (src/ladder.py, docs/ladder.md): its training model, carrying its
+    schedule, and its clean encoder, whose `bottleneck` outputs are the class scores.
+
+    Returns (ladder, encoder); the encoder is plain Keras layers, a copy of the ladder's."""
+    from src import ladder
+
+    schedule = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "decay_start": decay_start}  # fmt: skip
+    return ladder.build(input_shape, bottleneck, hidden, noise_std, denoising_weights, variant,
+                        schedule)  # fmt: skip
+
+
+BUILDERS = {"dense": build_autoencoder, "conv": build_conv_autoencoder, "ladder": build_ladder}
 
 
 def build(

@@ -12,7 +12,8 @@ from src.runtime import UserError
 
 log = logging.getLogger(__name__)
 
-PARAMS = ["model", "bottleneck", "seed", "pretrain"]  # the keys it reads; dvc.yaml lists them
+# the keys it reads (classify.labels_per_class: model=ladder trains on them); dvc.yaml lists them
+PARAMS = ["model", "bottleneck", "seed", "pretrain", "classify.labels_per_class"]
 
 
 def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -> None:
@@ -27,20 +28,18 @@ def run(cfg: DictConfig, arrays: dict[str, np.ndarray], out: Path = Path(".")) -
         )
     p, t = cfg.paths, cfg.pretrain
     with files.outputs(out, [p.encoder, p.autoencoder, p.pretrain_history]) as staged:
-        autoencoder, encoder, history = training.fit_autoencoder(
-            arrays["x_train"],
-            arrays["x_val"],
-            model=cfg.model,
-            bottleneck=cfg.bottleneck,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            loss=t.loss,
-            seed=cfg.seed,
-            noise_factor=t.noise_factor,
-            patience=t.patience,
-            callbacks=tracking.callbacks("pretrain/"),
-        )
+        if cfg.model.name == "ladder":  # trained with the labels too (docs/ladder.md)
+            from src import ladder
+
+            fitted = ladder.pretrain(cfg, arrays, tracking.callbacks("pretrain/"))
+        else:
+            fitted = training.fit_autoencoder(
+                arrays["x_train"], arrays["x_val"], model=cfg.model, bottleneck=cfg.bottleneck,
+                epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+                loss=t.loss, seed=cfg.seed, noise_factor=t.noise_factor, patience=t.patience,
+                callbacks=tracking.callbacks("pretrain/"),
+            )  # fmt: skip
+        autoencoder, encoder, history = fitted
         models.save(encoder, staged(p.encoder))
         models.save(autoencoder, staged(p.autoencoder))
         data.save_history(history, staged(p.pretrain_history))

@@ -64,7 +64,10 @@ def autoencoder_inputs(cfg: DictConfig, data_hash: str) -> dict[str, Any]:
     """All but the code that an autoencoder depends on: data, model, bottleneck, seed, pretrain."""
     return {"data_hash": data_hash, "model": OmegaConf.to_container(cfg.model, resolve=True),
             "bottleneck": cfg.bottleneck, "seed": cfg.seed,
-            "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True)}  # fmt: skip
+            "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
+            # model=ladder trains on the labels too (docs/ladder.md)
+            **({"labels_per_class": cfg.classify.labels_per_class}
+               if cfg.model.name == "ladder" else {})}  # fmt: skip
 
 
 def autoencoder_key(cfg: DictConfig, data_hash: str) -> str:

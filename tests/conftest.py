@@ -197,7 +197,9 @@ def tracking_server(postgres, tmp_path):
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
            "--artifacts-destination", str(tmp_path / "artifacts"),
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    # without MLflow's job runner: seven huey worker processes the project never uses
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                               start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

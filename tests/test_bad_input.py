@@ -64,8 +64,9 @@ IN_PROCESS = [
      "mlflow.tracking_uri='nosuchscheme://x' cannot be used (…"),
 ]  # fmt: skip
 EXPERIMENTS = (
-    "fashion_mnist, mnist, mnist_conv, mnist_dense16, mnist_dense2, mnist_dense32, "
-    "mnist_dense4, mnist_dense8, mnist_label_budget, mnist_labels100"
+    "digits_ladder, fashion_mnist, mnist, mnist_conv, mnist_dense16, mnist_dense2, "
+    "mnist_dense32, mnist_dense4, mnist_dense8, mnist_label_budget, mnist_labels100, "
+    "mnist_ladder, mnist_ladder_gamma"
 )
 # (command, overrides, the message): an option that its config group (conf/<group>/) lacks,
 # refused by cli.checked_choices around each command's hydra.main before Hydra composes
@@ -85,7 +86,7 @@ UNKNOWN_CHOICE = [
     (
         "pretrain",
         ["bottleneck=8", "model=foo"],
-        "model=foo is not allowed: model must be one of conv, dense (conf/model/)",
+        "model=foo is not allowed: model must be one of conv, dense, ladder (conf/model/)",
     ),
     (
         "classify",
@@ -101,7 +102,7 @@ UNKNOWN_CHOICE = [
     (
         "train",
         ["-m", "model=dense,transformer", "bottleneck=8,16"],  # a sweep: every choice
-        "model=transformer is not allowed: model must be one of conv, dense (conf/model/)",
+        "model=transformer is not allowed: model must be one of conv, dense, ladder (conf/model/)",
     ),
 ]
 # Hydra's own errors, raised while it composes the config, before any of the project's code
