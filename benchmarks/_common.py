@@ -62,6 +62,16 @@ def write_results(name: str, values: dict, started: dict) -> Path:
     return path
 
 
+def update_results(name: str, field: str, key: str, entry: dict, order: list[str]) -> Path:
+    """benchmarks/results/<name>.json with `entry` as `key` of its `field` (a dict of entries,
+    each measured on its own); the others kept, in `order` (unlisted keys sorted after)."""
+    path = RESULTS / f"{name}.json"
+    entries = json.loads(path.read_text())[field] if path.is_file() else {}
+    entries[key] = entry
+    ranked = sorted(entries, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return write_results(name, {field: {k: entries[k] for k in ranked}}, {})
+
+
 def header(title: str) -> str:
     """Markdown heading with the command, date, machine and current load average."""
     cmd = command()

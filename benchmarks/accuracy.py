@@ -15,7 +15,6 @@ table from that file. PCA(k)+LR and raw-pixel LR (dense32 only) are measured her
 """
 
 import argparse
-import json
 import logging
 import multiprocessing
 import resource
@@ -26,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
-from benchmarks._common import RESULTS, load_avg, meta, write_results  # noqa: E402
+from benchmarks._common import load_avg, meta, update_results  # noqa: E402
 
 DATA = "../shared/data/mnist.npz"  # Keras' four arrays; relative to the repository root
 RESULTS_NAME = "mnist_accuracy"
@@ -92,13 +91,10 @@ def run_setting(name: str, data_path: str, extra: list[str], queue) -> None:
 
 def save(name: str, row: dict, started: dict) -> None:
     """The setting's row, with what measured it, into the results file (other rows kept)."""
-    path = RESULTS / f"{RESULTS_NAME}.json"
-    rows = json.loads(path.read_text())["rows"] if path.is_file() else {}
     overrides, target, reference = SETTINGS[name]
-    rows[name] = {**row, "overrides": overrides, "target": target, "reference": reference,
-                  **started, "load_at_end": load_avg()}  # fmt: skip
-    order = [n for n in SETTINGS if n in rows]
-    write_results(RESULTS_NAME, {"rows": {n: rows[n] for n in order}}, {})
+    entry = {**row, "overrides": overrides, "target": target, "reference": reference,
+             **started, "load_at_end": load_avg()}  # fmt: skip
+    update_results(RESULTS_NAME, "rows", name, entry, list(SETTINGS))
 
 
 def main() -> None:

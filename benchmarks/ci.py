@@ -8,7 +8,6 @@ Usage: python benchmarks/ci.py [--ref HEAD] [--clone ../ci-clone] [--fast]
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
-from benchmarks._common import RESULTS, load_avg, meta, write_results  # noqa: E402
+from benchmarks._common import load_avg, meta, update_results  # noqa: E402
 
 SUMMARY = re.compile(r"=+ (.*) in ([\d.]+)s")  # pytest's last line: "318 passed ... in 775.71s"
 
@@ -46,10 +45,7 @@ def timed(cmd: list[str], cwd: Path, log: Path, env: dict) -> tuple[int, float, 
 
 
 def record(tier: str, entry: dict) -> None:
-    path = RESULTS / "ci.json"
-    tiers = json.loads(path.read_text())["tiers"] if path.is_file() else {}
-    tiers[tier] = entry
-    write_results("ci", {"tiers": dict(sorted(tiers.items()))}, {})
+    update_results("ci", "tiers", tier, entry, ["fast", "full"])
 
 
 def main() -> None:

@@ -212,13 +212,15 @@ def budget_tests(r: dict) -> str:
     tested = [m for m in methods if rows[(budgets[0], m)]["vs_scratch_p"] is not None]
     lines = ["| labels per class | " + " | ".join(tested) + " |", "|---|" + "---|" * len(tested)]
     for b in budgets:
-        cells = [
-            f"{_diff(x['vs_scratch_difference'])} (p {x['vs_scratch_p']:.2g}, adjusted "
-            f"{x['vs_scratch_p_adjusted']:.2g})"
-            for x in (rows[(b, m)] for m in tested)
-        ]
+        cells = [_versus(rows[(b, m)]) for m in tested]
         lines.append(f"| {_budget_label(b, rows, methods[0])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _leader(budget: object, methods: list, rows: dict) -> tuple[dict, str]:
+    """({method: its row} at one budget, the method with the highest mean test accuracy)."""
+    at = {m: rows[(budget, m)] for m in methods}
+    return at, max(methods, key=lambda m: at[m]["test_accuracy_mean"])
 
 
 def _versus(x: dict) -> str:
@@ -233,8 +235,7 @@ def budget_reading(r: dict) -> str:
     budgets, methods, rows = _budget(r)
     out = []
     for b in budgets:
-        at = {m: rows[(b, m)] for m in methods}
-        best = max(methods, key=lambda m: at[m]["test_accuracy_mean"])
+        at, best = _leader(b, methods, rows)
         low = at[best]["test_accuracy_ci_low"]
         overlap = [m for m in methods if m != best and at[m]["test_accuracy_ci_high"] >= low]
         ties = (f"its interval overlaps those of {_and(overlap)}" if overlap
@@ -255,14 +256,13 @@ def budget_answer(r: dict) -> str:
     out = [f"Over {n} seeds; each autoencoder against the same network from scratch, paired over "
            "the seeds, p adjusted over the budgets:"]  # fmt: skip
     for b in budgets:
-        at = {m: rows[(b, m)] for m in methods}
-        best = max(methods, key=lambda m: at[m]["test_accuracy_mean"])
+        at, best = _leader(b, methods, rows)
         versus = ", ".join(f"{m.removeprefix('autoencoder, ')} "
                            f"{_diff(at[m]['vs_scratch_difference'])} "
                            f"(p {at[m]['vs_scratch_p_adjusted']:.2g})"
                            for m in methods if m.startswith("autoencoder"))  # fmt: skip
         out.append(
-            f"- **{_budget_label(b, rows, methods[0])} labels per class**: highest mean "
+            f"- **{_per_class(b, rows, methods[0])}**: highest mean "
             f"{best} ({_f(at[best]['test_accuracy_mean'])}); autoencoder {versus}."
         )
     return _bullets(out)
