@@ -192,10 +192,10 @@ def run_job(cfg: DictConfig, out: Path, run_name: str, ctx: SweepContext | None)
         job.write_result(out, cfg, "KILLED", error="interrupted")
         raise
     except Exception as e:
-        job.write_result(out, cfg, "FAILED", error=f"{type(e).__name__}: {e}")
+        job.write_result(out, cfg, "FAILED", error=job.failure(e))
         if ctx is None:
             raise
-        log.error("sweep point %s failed: %s", run_name, e)
+        log.error("sweep point %s failed: %s", run_name, job.failure(e))
         return None
     status = "PRUNED" if "pruned" in result else "FINISHED"
     job.write_result(out, cfg, status, run_name=run_name,

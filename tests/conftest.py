@@ -209,4 +209,26 @@ def tracking_server(postgres, tmp_path):
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # e.g. its workers stuck on a restarted database
+                os.killpg(server.pid, 9)
+                server.wait(timeout=30)
+
+
+@pytest.fixture
+def slurm():
+    """A throwaway one-node Slurm cluster (tests/slurm.py); yields it, SLURM_CONF set in this
+    process's environment (its sbatch, squeue, ... and the processes it starts use it)."""
+    from tests import slurm as cluster
+
+    if why := cluster.missing():
+        pytest.skip(why)
+    running = cluster.start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(running.conf)
+    try:
+        yield running
+    finally:
+        os.environ.pop("SLURM_CONF") if old is None else os.environ.update(SLURM_CONF=old)
+        cluster.stop(running)

@@ -227,6 +227,7 @@ def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searc
 
     found = _study(f"sqlite:///{searched / 'multirun/optuna.db'}")
     assert len(found.trials) == 4 and all(t.state.name == "COMPLETE" for t in found.trials)
+    assert found.metric_names == ["val_accuracy"]  # optuna-dashboard's name for the objective
     accuracy = {c.info.run_id: c.data.metrics["val_accuracy"] for c in children}
     assert found.best_value == pytest.approx(max(accuracy.values()))
     assert parent.data.metrics["best_trial_val_accuracy"] == pytest.approx(found.best_value)

@@ -112,7 +112,7 @@ def test_sweep_parent_children_reuse_summary_and_champion(swept):
     assert client.get_run(best.info.run_id).data.tags["champion"] == "true"
 
 
-def test_champion_loads_by_alias_and_predicts_like_its_job(swept):
+def test_champion_loads_by_alias_and_predicts_like_its_job(swept, monkeypatch):
     import mlflow
 
     from src import models
@@ -124,7 +124,9 @@ def test_champion_loads_by_alias_and_predicts_like_its_job(swept):
     prepared = np.load(next(swept.glob(".cache/prepared/*/*.npz")))
     x = prepared["x_test"][:16]
     lo, hi = prepared["pixel_range"]
-    mlflow.set_registry_uri(f"sqlite:///{swept / 'mlflow.db'}")
+    registry = f"sqlite:///{swept / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry)  # set_registry_uri sets it: undone after
+    mlflow.set_registry_uri(registry)
     try:
         served = mlflow.pyfunc.load_model("models:/ae-classify-digits@champion")
         answer = served.predict((x[..., 0] * (hi - lo) + lo).astype(np.float64))  # raw pixels
@@ -325,8 +327,14 @@ def test_label_budget_sweep_from_a_preset_grid(tmp_path):
 def test_slurm_preset_composes():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert cfg.hydra.launcher.cpus_per_task == 4 and cfg.hydra.callbacks.sweep
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.ae_classify_slurm.SlurmLauncher"
+    from hydra.core.plugins import Plugins
+
+    plugin = Plugins.instance().class_name_to_class[cfg.hydra.launcher._target_]
+    assert plugin.__mro__[2].__name__ == "SlurmLauncher"  # submitit's, under ours
+    launcher = cfg.hydra.launcher  # what a digits or MNIST point needs (slurm.yaml)
+    assert (launcher.cpus_per_task, launcher.mem_gb, launcher.timeout_min) == (2, 4, 60)
+    assert cfg.hydra.callbacks.sweep
 
 
 @pytest.mark.e2e

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.sweeps import context, parent, progress, summary
+from src.sweeps import context, job, parent, progress, slurm, summary
 from src.sweeps.study import Study, open_study, swept_keys
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class SweepCallback(Callback):
         from src.runtime import quiet_tensorflow
 
         quiet_tensorflow()  # before src.tracking imports Keras: no CUDA lines on a CPU machine
+        slurm.follow_jobs(config)  # hydra/launcher=slurm on a cluster without accounting
         self.study = open_study(config)
         if config.mlflow.enabled:
             self.parent_run_id = self.open_parent(config)
@@ -78,9 +79,13 @@ class SweepCallback(Callback):
             if self.parent_run_id:
                 MlflowClient().set_terminated(self.parent_run_id, "FAILED")
             raise
-        if self.parent_run_id and self.study.claim_finish(self.parent_run_id):
-            parent.finish(MlflowClient(), self.parent_run_id, done,
-                          config.mlflow.registered_model_name, self.study.log_extras)  # fmt: skip
+        run_id, model = self.parent_run_id, config.mlflow.registered_model_name
+        try:
+            if run_id and self.study.claim_finish(run_id):
+                parent.finish(MlflowClient(), run_id, done, model, self.study.log_extras)
+        except Exception as e:  # e.g. the tracking server away: not a sweep that ended well
+            raise SystemExit(f"error: sweep parent run {run_id} not finished: {job.failure(e)}"
+                             ) from None  # fmt: skip
         if done.failed:
             points = "; ".join(f"{r['point']} ({r.get('error')})" for r in done.failed)
             raise SystemExit(f"error: {len(done.failed)} of {len(done.rows)} sweep points "

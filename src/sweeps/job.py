@@ -90,8 +90,9 @@ def end_pruned_run(error: BaseException) -> None:
         mlflow.end_run("KILLED")
 
 
-def end_lost_run(experiment_name: str, study: str, number: int) -> None:
-    """End KILLED the MLflow run of a trial whose worker died (it was left RUNNING)."""
+def end_lost_run(experiment_name: str, study: str, number: int,
+                 why: str = "worker lost (no heartbeat); trial retried") -> None:  # fmt: skip
+    """End KILLED the MLflow run of a trial whose worker or job died (it was left RUNNING)."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -100,8 +101,22 @@ def end_lost_run(experiment_name: str, study: str, number: int) -> None:
                               f"tags.optuna_study = '{study}' AND tags.optuna_trial = '{number}' "
                               "AND attributes.status = 'RUNNING'")  # fmt: skip
     for run in runs:
-        client.set_tag(run.info.run_id, "error", "worker lost (no heartbeat); trial retried")
+        client.set_tag(run.info.run_id, "error", why)
         client.set_terminated(run.info.run_id, "KILLED")
+
+
+def failure(error: BaseException) -> str:
+    """A failed point's error as its result.json and the sweep's last line give it; when the
+    MLflow tracking server stopped answering (MLflow's retries exhausted), which server and
+    what to do."""
+    message = str(error)
+    if type(error).__name__ != "MlflowException" or "Max retries exceeded" not in message:
+        return f"{type(error).__name__}: {error}"
+    import mlflow
+
+    return (f"MLflow tracking server {mlflow.get_tracking_uri()} not answering (MLflow gave up "
+            "retrying): start it again (docs/tracking.md), then run the same command again; "
+            "the points that finished are kept")  # fmt: skip
 
 
 def write_result(out: Path, cfg: DictConfig, status: str, **fields: Any) -> None:

@@ -58,6 +58,8 @@ def rdb_storage(url: str, **kwargs: Any) -> Any:
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # a pooled connection is tested before use: after the database restarts, no call fails
+    kwargs.setdefault("engine_kwargs", {"pool_pre_ping": True})
     for attempt in range(3):
         try:
             return RDBStorage(url, **kwargs)
@@ -155,10 +157,13 @@ class OptunaStudy(Study):
         storage = rdb_storage(self.url)
         try:
             direction = self.config.hydra.sweeper.direction
-            return optuna.create_study(storage=storage, study_name=self.name,
-                                       direction=direction), True  # fmt: skip
+            study = optuna.create_study(storage=storage, study_name=self.name, direction=direction)
         except optuna.exceptions.DuplicatedStudyError:
             return optuna.load_study(study_name=self.name, storage=storage), False
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.1
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([MONITOR])  # optuna-dashboard's axis, not "Objective 0"
+        return study, True
 
     def parent_run(self, client: Any, experiment_id: str, create: Callable[[], str]) -> str:
         """The study's one parent run, for every worker: the worker that created the study

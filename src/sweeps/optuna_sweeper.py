@@ -19,6 +19,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import flatten
+from src.runtime import first_line
 from src.sweeps.optuna_study import (
     MONITOR,
     OptunaStudy,
@@ -93,7 +94,11 @@ def heartbeat(storage: Any, trial: Any, interval: int | None) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial._trial_id)
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception as e:  # the database away for a moment: beat again next time
+                cause = first_line(e.__cause__ or e)  # Optuna's own message guesses wrong
+                log.warning("trial %d: heartbeat not recorded: %s", trial.number, cause)
             if stop.wait(interval):
                 return
 
@@ -249,17 +254,24 @@ class OptunaSweeper(Sweeper):
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             self.retry(study, study.get_trials(deepcopy=False)[trial.number])
             raise
-        except Exception as e:  # e.g. a cluster job that died: the search goes on
-            ret, result = None, {"status": "FAILED", "error": f"launch failed: {e!r}"}
+        except Exception as e:  # a cluster job ended without a result (scancel, time limit)
+            why = " ".join(str(e).split("\n")[:2])  # submitit's: the job, its state
+            ret, result = None, {"status": "FAILED", "error": f"job lost: {why}"}
+            self.rerun(study, study.get_trials(deepcopy=False)[trial.number], f"job lost: {why}")
         tell(study, trial, result or {"status": "FAILED", "error": "no result"})
         return [ret] if ret else None
 
     def lost(self, study: Any, trial: Any) -> None:
         """A trial whose worker stopped beating (killed): retried; its MLflow run ends KILLED."""
-        log.warning("trial %d lost its worker (no heartbeat): failed, and retried as a new "
-                    "trial", trial.number)  # fmt: skip
+        self.rerun(study, trial, "worker lost (no heartbeat)")
+
+    def rerun(self, study: Any, trial: Any, why: str) -> None:
+        """A trial that will not end by itself: run again as a new trial with its parameters (up
+        to max_retry times); its MLflow run, if left RUNNING, ends KILLED."""
+        log.warning("trial %d: %s; failed, and run again as a new trial", trial.number, why)
         self.retry(study, trial)
         if self.config.mlflow.enabled:
             from src.sweeps import job
 
-            job.end_lost_run(self.config.mlflow.experiment_name, study.study_name, trial.number)
+            job.end_lost_run(self.config.mlflow.experiment_name, study.study_name, trial.number,
+                             f"{why}; trial retried")  # fmt: skip
