@@ -287,7 +287,7 @@ def mnist_table(r: dict) -> str:
         refs += [x["reference"]] if x["reference"] else []
         when = f"{x['date'][:10]}, {x['commit']}, load {x['load_at_start'].split('/')[0]}"
         cells = [MNIST_SETTINGS.get(name, name), x["k"], f"**{x['test']:.4f}**",
-                 f"{x['pca_test']:.4f}", f"≥ {target}" if target else "> PCA",
+                 f"{x['pca_test']:.4f}", f"≥ {target:.3f}" if target else "> PCA",
                  "yes" if met else "no", f"{x['val']:.4f}", f"{x['pca_val']:.4f}",
                  f"{x['time']:.0f} s", f"{x['peak_mb'] / 1024:.2f} GiB", ", ".join(refs),
                  when]  # fmt: skip
@@ -348,6 +348,64 @@ def mnist_answer(r: dict) -> str:
     return textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
 
 
+def search_pruners(r: dict) -> str:
+    """docs/search.md's pruner table from benchmarks/search.py's runs, and what it measured."""
+    ref, tol = r["reference"], r["tolerances"][-1]
+    lines = [f"| run | trials | pruned | wall time | best val accuracy | trials to ≥ "
+             f"{ref - tol:.4f} | seconds to it |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for x in r["runs"]:
+        trials, seconds = x["reached"][-1]
+        seconds = f"{seconds:.0f}" if isinstance(seconds, float) else "–"
+        cells = [x["run"], len(x["values"]), x["pruned"], f"{x['seconds']:.0f} s",
+                 f"{x['best']:.4f}", trials, seconds]  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    source = (
+        "the best validation accuracy any of these searches reached"
+        if r["reference_from"] == "searches"
+        else "the grid's best validation accuracy"
+    )
+    load = f"{r['load_at_start'].split('/')[0]} at the start, {r['load_at_end'].split('/')[0]}"
+    text = (f"`{r['command']}` at {r['commit']}, {r['date']} ({r['machine']}; load average "
+            f"{load} at the end): {r['trials']} trials per search on digits with the default "
+            f"epochs, each with its own cache. The target is {_f(ref, 4)} ({source}) less "
+            f"{tol} (one of digits' 180 validation images).")  # fmt: skip
+    return "\n".join(lines) + "\n\n" + textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
+def mnist_reading(r: dict) -> str:
+    """docs/mnist.md's reading of its table: each sentence checked against its numbers."""
+    rows = r["rows"]
+    dense = {x["k"]: x for name, x in rows.items() if name.startswith("dense")}
+    small, large = dense[min(dense)], dense[32]
+    _claim(all(x["test"] > x["pca_test"] for x in dense.values()), "beats PCA at every k")
+    _claim(small["test"] - small["pca_test"] > large["test"] - large["pca_test"],
+           "by more the smaller the code")  # fmt: skip
+    images = round((large["test"] - large["pca_test"]) * 10000)
+    out = [f"- The autoencoder beats PCA with the same head at every k, by more the smaller the "
+           f"code ({small['test']:.4f} vs {small['pca_test']:.4f} at k = {small['k']}); at k = 32 "
+           f"by {large['test'] - large['pca_test']:.4f} ({large['test']:.4f} vs "
+           f"{large['pca_test']:.4f}, {images} test images).",
+           f"- A nonlinear head lifts PCA above logistic regression on the same PCA components "
+           f"(the reference column): at k = 32, {large['pca_test']:.4f} against "
+           f"{large['pca_lr_test']:.4f}."]  # fmt: skip
+    _claim(large["pca_test"] > large["pca_lr_test"], "a nonlinear head lifts PCA above LR")
+    if (conv := rows.get("conv")) is not None:
+        above = round((conv["test"] - conv["target"]) * 10000)
+        verdict = (
+            f"{above} test images above the {conv['target']} target"
+            if above >= 0
+            else f"{-above} test images short of the {conv['target']} target"
+        )
+        out.append(f"- **conv, fine-tuned: {conv['test']:.4f}**, {verdict}; one standard error "
+                   f"of a 10000-image accuracy near it is "
+                   f"{(conv['test'] * (1 - conv['test']) / 10000) ** 0.5:.4f}.")  # fmt: skip
+    seeds = sorted({x["seed"] for x in rows.values()})
+    out.append(f"- One seed ({', '.join(map(str, seeds))}) per row, so a difference of a few "
+               "test images between two rows may be the seed's doing.")  # fmt: skip
+    return _bullets(out)
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "answer-intro": ("benchmarks/results/digits_answer.json", answer_intro),
     "answer-table": ("benchmarks/results/digits_answer.json", answer_table),
@@ -357,7 +415,9 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "sweep-against": ("benchmarks/results/sweep_against.json", sweep_against),
     "mnist-answer": ("benchmarks/results/mnist_accuracy.json", mnist_answer),
     "mnist-table": ("benchmarks/results/mnist_accuracy.json", mnist_table),
+    "mnist-reading": ("benchmarks/results/mnist_accuracy.json", mnist_reading),
     "ci-times": ("benchmarks/results/ci.json", ci_times),
+    "search-pruners": ("benchmarks/results/digits_search.json", search_pruners),
     "budget-intro": ("benchmarks/results/mnist_label_budget.json", budget_intro),
     "budget-table": ("benchmarks/results/mnist_label_budget.json", budget_table),
     "budget-answer": ("benchmarks/results/mnist_label_budget.json", budget_answer),

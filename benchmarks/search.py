@@ -1,14 +1,18 @@
-"""Search benchmark: TPE with median pruning (hydra/sweeper=optuna, docs/search.md) against the
-5 x 4 grid (bottleneck 4, 8, 16, 32, 64 x dropout 0, 0.2, 0.4, 0.6) on digits, default epochs.
+"""Search benchmark: TPE with each pruner (hydra/sweeper/pruner=median, hyperband,
+successive_halving; docs/search.md) against the 5 x 4 grid (bottleneck 4, 8, 16, 32, 64 x dropout
+0, 0.2, 0.4, 0.6) on digits, default epochs.
 
-For each sampler seed: how many trials the search needs to come within each of --tolerances
-of the grid's best validation accuracy, how long that took, and its whole wall time; the grid's
-beside (points in its order, and wall time). Every command gets its own MLflow store, cache
-and sweep folder, so nothing (autoencoders, baselines) is shared between the grid and the
-searches.
+For each pruner and sampler seed: how many trials the search needs to come within each of
+--tolerances of the reference (the grid's best validation accuracy, or with --no-grid the best
+any search here reached), how long that took, its whole wall time and its pruned trials; the
+grid's beside (points in its order). Every command gets its own MLflow store, cache and sweep
+folder, so nothing (autoencoders, baselines) is shared between runs. The table and every run's
+trials go to benchmarks/results/digits_search.json (docs/search.md's table: python -m
+benchmarks.publish).
 
-Usage: python benchmarks/search.py [--seeds 0,1,2] [--trials 20] [--grid-best 0.98] [override ...]
-(--grid-best skips the grid: about 20 grid points, then 20 trials per seed; tens of minutes.)
+Usage: python benchmarks/search.py [--pruners median,hyperband] [--seeds 0,1,2] [--trials 20]
+       [--no-grid | --grid-best 0.98] [override ...]
+(the grid is 20 points, then each search --trials trials: tens of minutes.)
 """
 
 import argparse
@@ -21,8 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import ROOT, header, table  # noqa: E402
+from benchmarks._common import ROOT, header, meta, table, write_results  # noqa: E402
 
+RESULTS_NAME = "digits_search"
 GRID = ["bottleneck=4,8,16,32,64", "dropout=0.0,0.2,0.4,0.6"]
 
 
@@ -74,44 +79,57 @@ def search(workdir: Path, seed: int, trials: int, overrides: list[str]) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pruners", default="median", help="conf/hydra/sweeper/pruner/ choices")
     parser.add_argument("--seeds", default="0,1,2", help="TPE sampler seeds")
     parser.add_argument("--trials", type=int, default=20, help="trials per search")
     parser.add_argument(
         "--tolerances",
         default="0.005,0.006",
-        help="below the grid's best (0.006: one of digits' 180 validation images)",
+        help="below the reference (0.006: one of digits' 180 validation images)",
     )
-    parser.add_argument("--grid-best", type=float, help="skip the grid: its best val accuracy")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument("--grid-best", type=float, help="skip the grid: its best val accuracy")
+    reference.add_argument("--no-grid", action="store_true", help="reference: the searches' best")
     parser.add_argument("--keep", type=Path, help="keep every run's folder (studies, stores) here")
     parser.add_argument("overrides", nargs="*", help="for every command, e.g. pretrain.epochs=20")
     args = parser.parse_args()
-    print(header("Search: TPE with pruning against the 5 x 4 grid (digits)"))
+    started = meta()
+    print(header("Search: TPE with each pruner against the 5 x 4 grid (digits)"))
     runs = []
     with tempfile.TemporaryDirectory() as temporary:
         tmp = args.keep or temporary
-        if args.grid_best is None:
+        best = args.grid_best
+        if best is None and not args.no_grid:
             values, seconds = grid(Path(tmp) / "grid", args.overrides)
-            runs.append(("grid 5 x 4 (in its order)", values, seconds, 0))
+            runs.append({"run": "grid 5 x 4 (in its order)", "pruner": "-", "seed": "-",
+                         "values": values, "seconds": seconds, "pruned": 0})  # fmt: skip
             best = max(v for v, _ in values if v is not None)
             print(f"grid: best {best:.4f}, {seconds:.0f} s", file=sys.stderr)
-        else:
-            best = args.grid_best
-        for seed in (int(s) for s in args.seeds.split(",")):
-            values, seconds, pruned = search(Path(tmp) / f"tpe{seed}", seed, args.trials,
-                                             args.overrides)  # fmt: skip
-            runs.append((f"TPE + pruner, seed {seed}", values, seconds, pruned))
-            print(f"seed {seed}: {values}, {seconds:.0f} s", file=sys.stderr)
+        for pruner in args.pruners.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                folder = Path(tmp) / f"{pruner}-tpe{seed}"
+                values, seconds, pruned = search(
+                    folder, seed, args.trials, [f"hydra/sweeper/pruner={pruner}", *args.overrides]
+                )
+                runs.append({"run": f"TPE + {pruner}, seed {seed}", "pruner": pruner, "seed": seed,
+                             "values": values, "seconds": seconds, "pruned": pruned})  # fmt: skip
+                print(f"{pruner} seed {seed}: {values}, {seconds:.0f} s", file=sys.stderr)
+    if best is None:  # --no-grid: the best validation accuracy any search reached
+        best = max(v for r in runs for v, _ in r["values"] if v is not None)
     tolerances = [float(t) for t in args.tolerances.split(",")]
+    for r in runs:
+        r["best"] = max(v for v, _ in r["values"] if v is not None)
+        r["reached"] = [list(reached(r["values"], best - t)) for t in tolerances]
+    values = {"reference": best, "reference_from": "searches" if args.no_grid else "grid",
+              "tolerances": tolerances, "trials": args.trials, "overrides": args.overrides,
+              "runs": runs}  # fmt: skip
+    write_results(RESULTS_NAME, values, started)
     columns = ["run", "trials", "pruned", "wall time (s)", "best val accuracy"]
     for t in tolerances:
         columns += [f"trials to >= {best - t:.4f}", f"seconds to >= {best - t:.4f}"]
-    rows = []
-    for name, values, seconds, pruned in runs:
-        row = [name, len(values), pruned, seconds, max(v for v, _ in values if v is not None)]
-        for t in tolerances:
-            row += reached(values, best - t)
-        rows.append(row)
-    print(f"grid best validation accuracy {best:.4f}; targets: best - {args.tolerances}\n")
+    rows = [[r["run"], len(r["values"]), r["pruned"], r["seconds"], r["best"],
+             *(x for pair in r["reached"] for x in pair)] for r in runs]  # fmt: skip
+    print(f"reference validation accuracy {best:.4f}; targets: reference - {args.tolerances}\n")
     print(table(columns, rows))
 
 

@@ -160,7 +160,12 @@ def log_dataset(x: np.ndarray, y: np.ndarray, name: str, digest: str, source: st
             warnings.filterwarnings("ignore", message="The specified dataset source can be")
             dataset = mlflow.data.from_numpy(x, source=source, targets=y, name=name,
                                              digest=digest)  # fmt: skip
-        mlflow.log_input(dataset, context="training")
+        try:
+            mlflow.log_input(dataset, context="training")
+        except mlflow.exceptions.MlflowException as e:  # two runs logged the same dataset at
+            if "dataset_pk" not in str(e):  # once: the server's check-then-insert raced
+                raise
+            mlflow.log_input(dataset, context="training")  # the row exists now: it is reused
 
 
 def log_dict(values: dict, artifact_file: str) -> None:

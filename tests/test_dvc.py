@@ -1,6 +1,7 @@
 """DVC on the pipeline: dvc repro, a no-op rerun, dvc exp run -S, metrics, and a remote."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -11,15 +12,19 @@ from tests.conftest import ROOT, TINY, run_cli
 pytestmark = pytest.mark.e2e
 
 
-def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
+def dvc_project(project, *params: str) -> None:
+    """The copied project as a git and DVC repository, params.yaml made with `params`."""
     shutil.copytree(ROOT / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     run_cli(project, "git", "init", "-q")
     run_cli(project, "git", "config", "user.email", "test@example.com")
     run_cli(project, "git", "config", "user.name", "test")
-    run_cli(project, "-m", "src.params", *TINY)
+    run_cli(project, "-m", "src.params", *params)
     run_cli(project, "git", "add", "-A")
     run_cli(project, "git", "commit", "-qm", "init")
 
+
+def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
+    dvc_project(project, *TINY)
     run_cli(project, "dvc", "repro")
     assert "up to date" in run_cli(project, "dvc", "repro").stdout
     shown = json.loads(run_cli(project, "dvc", "metrics", "show", "--json").stdout)
@@ -48,3 +53,22 @@ def test_dvc_repro_then_noop_then_exp_run_with_a_new_bottleneck(project):
         (project / o).unlink()
     run_cli(project, "dvc", "pull")
     assert {o: file_md5(project / o) for o in outputs} == before
+
+
+def test_dvc_repro_with_the_ladder_writes_every_stage_output(project):
+    """model=ladder through DVC (docs/ladder.md): every out, metric and plot of dvc.yaml."""
+    import yaml
+
+    dvc_project(project, "experiment=digits_ladder", *TINY, "model.epochs=2",
+                "model.hidden=[32,16]", "model.denoising_weights=[1000,10,0.1,0.1]")  # fmt: skip
+    run_cli(project, "dvc", "repro")
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    paths = yaml.safe_load((project / "params.yaml").read_text())["paths"]
+    declared = [re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)],
+                       next(iter(o)) if isinstance(o, dict) else o)
+                for stage in stages.values() for kind in ("outs", "metrics", "plots")
+                for o in stage.get(kind, [])]  # fmt: skip
+    assert declared and not [o for o in declared if not (project / o).exists()]
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["bottleneck"] == 10 and metrics["test_accuracy"] > 0.2  # chance is 0.1
+    assert "up to date" in run_cli(project, "dvc", "repro").stdout
