@@ -406,6 +406,24 @@ def mnist_reading(r: dict) -> str:
     return _bullets(out)
 
 
+def sweep_load(r: dict) -> str:
+    """docs/search.md's table of the search bookkeeping under load (benchmarks/sweep_load.py)."""
+    from benchmarks.sweep_load import markdown
+
+    _claim(all(x["ok"] for x in r["scales"]), "every scale passed its checks")
+    settings = r["settings"]
+    load = f"{r['load_at_start'].split('/')[0]} at the start, {r['load_at_end'].split('/')[0]}"
+    text = (
+        f"`{r['command']}` at {r['commit']}, {r['date']} ({r['machine']}; load average "
+        f"{load} at the end). Each trial's training is a test double of "
+        f"{settings['trial_seconds']} s on average; PostgreSQL with "
+        f"{', '.join(settings['postgres'])}, `mlflow server "
+        f"{' '.join(settings['mlflow_server'])}` with "
+        f"{', '.join(f'{k}={v}' for k, v in settings['mlflow_server_env'].items())}."
+    )
+    return markdown(r["scales"]) + "\n\n" + textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "answer-intro": ("benchmarks/results/digits_answer.json", answer_intro),
     "answer-table": ("benchmarks/results/digits_answer.json", answer_table),
@@ -418,6 +436,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "mnist-reading": ("benchmarks/results/mnist_accuracy.json", mnist_reading),
     "ci-times": ("benchmarks/results/ci.json", ci_times),
     "search-pruners": ("benchmarks/results/digits_search.json", search_pruners),
+    "sweep-load": ("benchmarks/results/sweep_load.json", sweep_load),
     "budget-intro": ("benchmarks/results/mnist_label_budget.json", budget_intro),
     "budget-table": ("benchmarks/results/mnist_label_budget.json", budget_table),
     "budget-answer": ("benchmarks/results/mnist_label_budget.json", budget_answer),

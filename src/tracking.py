@@ -48,15 +48,24 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def retry_locked(fn: Callable[..., T], *args: Any, tries: int = 8, **kwargs: Any) -> T:
-    """Call fn, retrying with backoff while a shared SQLite store says "database is locked"."""
+# a store in use by another process, or a row another worker inserted a moment before (the
+# MLflow server checks, then inserts: the loser's insert fails; again, it finds the row)
+CONTENDED = ("database is locked", "duplicate key value violates unique constraint",
+             "UNIQUE constraint failed")  # fmt: skip
+
+
+def retry_contended(fn: Callable[..., T], *args: Any, tries: int = 8, **kwargs: Any) -> T:
+    """Call fn, retrying with backoff while the store is contended (CONTENDED): a shared SQLite
+    store is locked, or workers logging at the same moment raced to insert the same row (an
+    experiment's tag, a dataset)."""
     for attempt in range(tries):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            if "database is locked" not in str(e) or attempt == tries - 1:
+            if not any(c in str(e) for c in CONTENDED) or attempt == tries - 1:
                 raise
-            log.warning("MLflow store is locked, retrying (%d/%d)", attempt + 1, tries)
+            log.warning("MLflow store contended (%s), retrying (%d/%d)",
+                        first_line(e)[:80], attempt + 1, tries)  # fmt: skip
             time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
 
@@ -66,17 +75,30 @@ def tracking_uri(configured: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or configured
 
 
+def no_telemetry() -> None:
+    """Turn MLflow's usage telemetry off unless the environment turns it on. Its first record
+    starts a thread that, when it cannot reach MLflow's servers (an offline cluster node),
+    removes a variable from os.environ while other threads read it: at 32 workers, a log-batch
+    request of one in 200 trials failed with KeyError '_MLFLOW_TELEMETRY_SESSION_ID'."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    with contextlib.suppress(ImportError):  # an MLflow without telemetry
+        from mlflow.telemetry.client import set_telemetry_client
+
+        set_telemetry_client()  # none when disabled: no records, no such thread
+
+
 def setup(cfg: DictConfig) -> str:
     """Point MLflow at the store and create the experiment if needed; return the store URI."""
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     os.environ.setdefault(ASYNC_BUFFERING_ENV, "1")
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
+    no_telemetry()
     quiet_library("mlflow", logging.WARNING)  # its INFO lines: only with hydra.verbose=mlflow
     mlflow.set_tracking_uri(uri)
     try:
-        experiment = retry_locked(mlflow.set_experiment, cfg.mlflow.experiment_name)
+        experiment = retry_contended(mlflow.set_experiment, cfg.mlflow.experiment_name)
         if EXPERIMENT_KIND[0] not in experiment.tags:  # else MLflow 3's UI may guess GenAI
-            retry_locked(mlflow.set_experiment_tag, *EXPERIMENT_KIND)
+            retry_contended(mlflow.set_experiment_tag, *EXPERIMENT_KIND)
     except Exception as e:
         raise UserError(f"mlflow.tracking_uri={uri!r} cannot be used ({first_line(e)})") from None
     return uri
@@ -101,7 +123,7 @@ def start_run(
     all_tags = {"pipeline_id": config_hash(cfg), **(tags or {})}
     if commit := git_commit():
         all_tags["mlflow.source.git.commit"] = commit
-    active = retry_locked(
+    active = retry_contended(
         mlflow.start_run, run_name=run_name, tags=all_tags, parent_run_id=parent_run_id
     )
     with active as run:
@@ -160,12 +182,7 @@ def log_dataset(x: np.ndarray, y: np.ndarray, name: str, digest: str, source: st
             warnings.filterwarnings("ignore", message="The specified dataset source can be")
             dataset = mlflow.data.from_numpy(x, source=source, targets=y, name=name,
                                              digest=digest)  # fmt: skip
-        try:
-            mlflow.log_input(dataset, context="training")
-        except mlflow.exceptions.MlflowException as e:  # two runs logged the same dataset at
-            if "dataset_pk" not in str(e):  # once: the server's check-then-insert raced
-                raise
-            mlflow.log_input(dataset, context="training")  # the row exists now: it is reused
+        retry_contended(mlflow.log_input, dataset, context="training")  # two runs, one dataset
 
 
 def log_dict(values: dict, artifact_file: str) -> None:

@@ -168,16 +168,17 @@ def _as_postgres(*cmd: str) -> None:
     subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True)
 
 
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on 127.0.0.1 with the databases `mlflow` and `optuna`;
-    yields the SQLAlchemy URI of `mlflow`."""
+@contextmanager
+def postgres_server(*settings: str) -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 with the databases `mlflow` and `optuna` and
+    extra `settings` ("max_connections=300"); yields the SQLAlchemy URI of `mlflow`."""
     pg = _pg_bin()
     data = Path(tempfile.mkdtemp(prefix="ae-classify-pg-"))
     shutil.chown(data, "postgres", "postgres")
     port = free_port()
     _as_postgres(str(pg / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres")
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    options = " ".join([f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                        *(f"-c {s}" for s in settings)])  # fmt: skip
     _as_postgres(str(pg / "pg_ctl"), "-D", str(data / "db"), "-o", options,
                  "-l", str(data / "log"), "-w", "start")  # fmt: skip
     try:
@@ -191,14 +192,23 @@ def postgres():
 
 
 @pytest.fixture
-def tracking_server(postgres, tmp_path):
-    """`mlflow server` on PostgreSQL with a local artifact destination; yields its URL."""
+def postgres():
+    """A throwaway PostgreSQL server (postgres_server); yields the SQLAlchemy URI of `mlflow`."""
+    with postgres_server() as url:
+        yield url
+
+
+@contextmanager
+def mlflow_server(backend: str, artifacts: Path, *options: str,
+                  env: dict | None = None) -> Iterator[str]:  # fmt: skip
+    """`mlflow server` on `backend` with a local artifact destination and extra command-line
+    `options` ("--workers", "8") and environment; yields its URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
-           "--artifacts-destination", str(tmp_path / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+           "--artifacts-destination", str(artifacts),
+           "--host", "127.0.0.1", "--port", str(port), *options]  # fmt: skip
     # without MLflow's job runner: seven huey worker processes the project never uses
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                               start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -214,6 +224,13 @@ def tracking_server(postgres, tmp_path):
             except subprocess.TimeoutExpired:  # e.g. its workers stuck on a restarted database
                 os.killpg(server.pid, 9)
                 server.wait(timeout=30)
+
+
+@pytest.fixture
+def tracking_server(postgres, tmp_path):
+    """`mlflow server` on PostgreSQL with a local artifact destination; yields its URL."""
+    with mlflow_server(postgres, tmp_path / "artifacts") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import mlflow
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -170,6 +171,27 @@ def test_interrupted_sweep_ends_its_parent_run_killed(tmp_path, monkeypatch):
     callback.interrupted()  # what atexit runs after Ctrl-C
     run = MlflowClient().get_run(parent)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("interrupted")
+
+
+def test_a_sweep_whose_tracking_store_fails_at_start_stops_with_one_line(tmp_path, monkeypatch):
+    """Hydra only warns when a callback raises: a sweep that cannot open its parent run would
+    run every point to fail. It stops at once with the project's one line, and no context."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from src.sweeps.callback import SweepCallback
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://x")  # it wins over the config
+    cfg = _compose(f"hydra.sweep.dir={tmp_path}")
+    HydraConfig.instance().set_config(cfg)
+    store = mlflow.get_tracking_uri()
+    try:
+        with pytest.raises(SystemExit, match=r"^error: mlflow.tracking_uri='nosuchscheme://x' "
+                                             r"cannot be used \("):  # fmt: skip
+            SweepCallback().on_multirun_start(cfg)
+    finally:
+        mlflow.set_tracking_uri(store)  # setup set it: later tests' clients use the test store
+    assert context.SweepContext.load(tmp_path) is None
 
 
 @pytest.mark.parametrize(

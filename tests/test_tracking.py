@@ -129,19 +129,22 @@ def test_nothing_is_logged_without_a_run():
     assert tracking.callbacks("pretrain/") == []
 
 
-def test_retry_locked_retries_only_lock_errors(monkeypatch):
+def test_retry_contended_retries_only_lock_errors_and_insert_races(monkeypatch):
     from src import tracking
 
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
     attempts = []
+    errors = ["(sqlite3.OperationalError) database is locked",
+              'BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique '
+              'constraint "experiment_tag_pk"']  # fmt: skip
 
     def flaky():
         attempts.append(1)
-        if len(attempts) < 3:
-            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        if len(attempts) <= len(errors):
+            raise RuntimeError(errors[len(attempts) - 1])
         return "ok"
 
-    assert tracking.retry_locked(flaky) == "ok" and len(attempts) == 3
+    assert tracking.retry_contended(flaky) == "ok" and len(attempts) == 3
 
     def broken():
         attempts.append(1)
@@ -149,5 +152,17 @@ def test_retry_locked_retries_only_lock_errors(monkeypatch):
 
     attempts.clear()
     with pytest.raises(RuntimeError, match="no such table"):
-        tracking.retry_locked(broken)
+        tracking.retry_contended(broken)
     assert len(attempts) == 1
+
+
+def test_mlflow_telemetry_is_off_unless_the_environment_turns_it_on(monkeypatch):
+    """Its thread removes a variable from os.environ while others read it (a failed log-batch
+    at 32 workers, benchmarks/sweep_load.py)."""
+    from mlflow.telemetry.client import get_telemetry_client
+
+    from src import tracking
+
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    tracking.no_telemetry()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and get_telemetry_client() is None

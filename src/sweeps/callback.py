@@ -26,13 +26,16 @@ class SweepCallback(Callback):
         self.parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.runtime import quiet_tensorflow
+        from src.runtime import UserError, quiet_tensorflow
 
         quiet_tensorflow()  # before src.tracking imports Keras: no CUDA lines on a CPU machine
         slurm.follow_jobs(config)  # hydra/launcher=slurm on a cluster without accounting
         self.study = open_study(config)
         if config.mlflow.enabled:
-            self.parent_run_id = self.open_parent(config)
+            try:
+                self.parent_run_id = self.open_parent(config)
+            except UserError as e:  # Hydra would only warn, and run every point to fail
+                raise SystemExit(f"error: {e}") from None
             atexit.register(self.interrupted)  # Ctrl-C or SIGTERM: no on_multirun_end
         self.study.sweep_dir.mkdir(parents=True, exist_ok=True)
         self.study.context(self.parent_run_id).save(self.study.sweep_dir)

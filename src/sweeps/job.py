@@ -65,13 +65,13 @@ def pruning_callbacks(ctx: SweepContext | None) -> list:
     from hydra.utils import instantiate
     from optuna_integration import KerasPruningCallback
 
-    from src.sweeps.optuna_study import MONITOR, shared_storage
+    from src.sweeps.optuna_study import MONITOR, shared_storage, shared_study
 
-    pruner = instantiate(HydraConfig.get().sweeper.pruner) or optuna.pruners.NopPruner()
     storage = shared_storage(ctx.storage)
     study_id = storage.get_study_id_from_name(ctx.study)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-    study = optuna.load_study(study_name=ctx.study, storage=storage, pruner=pruner)
+    study = shared_study(ctx.storage, ctx.study)  # the pruner reads only what changed
+    study.pruner = instantiate(HydraConfig.get().sweeper.pruner) or optuna.pruners.NopPruner()
     return [KerasPruningCallback(optuna.trial.Trial(study, trial_id), MONITOR)]
 
 
@@ -101,8 +101,15 @@ def end_lost_run(experiment_name: str, study: str, number: int,
                               f"tags.optuna_study = '{study}' AND tags.optuna_trial = '{number}' "
                               "AND attributes.status = 'RUNNING'")  # fmt: skip
     for run in runs:
-        client.set_tag(run.info.run_id, "error", why)
-        client.set_terminated(run.info.run_id, "KILLED")
+        end_killed(run.info.run_id, why)
+
+
+def end_killed(run_id: str, why: str) -> None:
+    """End a trial's MLflow run KILLED, with `why` as its error tag."""
+    from mlflow import MlflowClient
+
+    MlflowClient().set_tag(run_id, "error", why)
+    MlflowClient().set_terminated(run_id, "KILLED")
 
 
 def failure(error: BaseException) -> str:

@@ -136,7 +136,27 @@ def sampler_of(sampler: Any) -> Any:
     return sampler() if seed is None else seeded_per_trial(sampler, seed)
 
 
-def next_trial(study: Any, space: dict[str, Any], n_trials: int, interval: int | None) -> Any:
+def asked(study: Any, space: dict[str, Any], storage: Any, interval: int | None) -> Any:
+    """A new trial (or a retry) with its first heartbeat, then its values of `space` sampled:
+    a worker killed between the trial's start and its first heartbeat (sampling takes a while)
+    left it RUNNING for ever, never failed, and every worker waited for it at the end."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    trial = study.ask()
+    if interval is not None:
+        storage.record_heartbeat(trial._trial_id)
+    for name, dist in space.items():  # as study.ask(space) samples them
+        if isinstance(dist, CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:
+            trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial
+
+
+def next_trial(study: Any, space: dict[str, Any], n_trials: int, storage: Any,
+               interval: int | None) -> Any:  # fmt: skip
     """The next trial while the study has trials to run (a retry first); None when it has none,
     after waiting for other workers' running trials (they finish, or fail by heartbeat)."""
     from optuna.storages import fail_stale_trials
@@ -148,7 +168,7 @@ def next_trial(study: Any, space: dict[str, Any], n_trials: int, interval: int |
         trials = counted(study.get_trials(deepcopy=False))
         states = Counter(t.state for t in trials)
         if states[TrialState.WAITING] or len(trials) < n_trials:
-            return study.ask(space)
+            return asked(study, space, storage, interval)
         if not (states[TrialState.RUNNING] and interval is not None):
             return None
         time.sleep(min(5, interval))
@@ -163,17 +183,31 @@ def is_surplus(study: Any, trial: Any, n_trials: int) -> bool:
     return Retry.retried_trial_number(trials[trial.number]) is None and len(earlier) >= n_trials
 
 
-def tell(study: Any, trial: Any, result: dict[str, Any]) -> None:
-    """Tell the study how the trial's job ended: its validation accuracy, PRUNED or FAIL."""
+def tell(study: Any, trial: Any, result: dict[str, Any]) -> bool:
+    """Tell the study how the trial's job ended: its validation accuracy, PRUNED or FAIL. False
+    when another worker failed the trial meanwhile and runs it again (its heartbeat was late by
+    more than grace_period: this worker or the database stalled): the result is dropped and
+    its MLflow run ends KILLED."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    trial.set_user_attr("result", result)
+    try:
+        trial.set_user_attr("result", result)
+    except UpdateFinishedTrialError:
+        why = "failed meanwhile by another worker (no heartbeat for the grace period), run again"
+        log.warning("trial %d: %s; its result is dropped", trial.number, why)
+        if result.get("run_id"):  # not a second FINISHED run of the point
+            from src.sweeps import job
+
+            job.end_killed(result["run_id"], why)
+        return False
     if result["status"] != "FINISHED":
         state = TrialState.PRUNED if result["status"] == "PRUNED" else TrialState.FAIL
         log.warning("trial %d %s: %s", trial.number, state.name, result.get("error"))
-        study.tell(trial, state=state)
-        return
-    study.tell(trial, result[MONITOR])  # its progress line: src.sweeps.progress
+        study.tell(trial, state=state, skip_if_finished=True)
+        return True
+    study.tell(trial, result[MONITOR], skip_if_finished=True)  # progress: src.sweeps.progress
+    return True
 
 
 class OptunaSweeper(Sweeper):
@@ -229,7 +263,8 @@ class OptunaSweeper(Sweeper):
                  safe_url(self.identity.url), self.n_trials,
                  {k: str(v) for k, v in space.items()})  # fmt: skip
         returns = []
-        while (trial := next_trial(study, space, self.n_trials, self.interval)) is not None:
+        while (trial := next_trial(study, space, self.n_trials, self.storage,
+                                   self.interval)) is not None:  # fmt: skip
             returns.append(self.run(study, trial, fixed))
         states = Counter(t.state.name for t in counted(study.get_trials(deepcopy=False)))
         log.info("study %s: %s", study.study_name,
