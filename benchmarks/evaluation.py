@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import MNIST, ROOT, header, load_avg, median, table
+from benchmarks._common import MNIST, ROOT, header, load_avg, median, meta, table, write_results
 
 SEED = 42
 UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -82,7 +82,15 @@ def child_raw() -> None:
     print(json.dumps({"seconds": seconds, "val": val, "test": test, "n_iter": n_iter}))
 
 
-def bench_raw(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> None:
+RAW_COLUMNS = ["variant", "solver", "tol", "max_iter", "input", "threads", "n_iter",
+               "fit (s, median)", "x before", "val acc", "test acc", "BLAS env"]  # fmt: skip
+TSNE_COLUMNS = ["codes, points", "variant", "time (s, median)", "x before", "5-NN acc on map",
+                "vs before", "same map every repeat"]  # fmt: skip
+
+
+def bench_raw(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> list[dict]:
+    """The raw baseline's variants, round-robin; a table printed, a record per row returned
+    (the table's cells by column, with the per-repeat seconds)."""
     from src import baselines
 
     env = "OPENBLAS_* as set" if any(k in os.environ for k in UNSET) else "OPENBLAS_* unset"
@@ -117,16 +125,17 @@ def bench_raw(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> Non
         test = m.score(flat(a["x_test"]), a["y_test"])
         p = m.get_params()
         rows.append([label, p["solver"], p["tol"], p["max_iter"], np.dtype(dtype).name, threads,
-                     int(m.n_iter_[0]), t, t / before, val, test, env])  # fmt: skip
+                     int(m.n_iter_[0]), t, t / before, float(val), float(test), env])  # fmt: skip
     t = median([c["seconds"] for c in child])
     c = child[-1]
     p = models[variants[3][0]].get_params()  # the child ran the same fit_raw_baseline
     rows.append([child_label, p["solver"], p["tol"], p["max_iter"], "float32", 1, c["n_iter"],
                  t, t / before, c["val"], c["test"], "OPENBLAS_* unset"])  # fmt: skip
     print("### Raw-pixel baseline: LogisticRegression (multinomial, L2, C=1) on 54000 x 784\n")
-    columns = ["variant", "solver", "tol", "max_iter", "input", "threads", "n_iter",
-               "fit (s, median)", "x before", "val acc", "test acc", "BLAS env"]  # fmt: skip
-    print(table(columns, rows) + "\n")
+    print(table(RAW_COLUMNS, rows) + "\n")
+    seconds = [*(times[v[0]] for v in variants), [x["seconds"] for x in child]]
+    return [{**dict(zip(RAW_COLUMNS, row, strict=True)), "seconds": ts}
+            for row, ts in zip(rows, seconds, strict=True)]  # fmt: skip
 
 
 def sklearn_tsne(threads: int = 1, **settings) -> Callable:
@@ -155,7 +164,9 @@ def open_tsne(codes: np.ndarray) -> np.ndarray:
         return np.asarray(tsne.fit(codes.astype(np.float64)))
 
 
-def bench_tsne(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> None:
+def bench_tsne(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> list[dict]:
+    """The t-SNE variants, round-robin; a table printed, a record per row returned (the
+    table's cells by column, with the per-repeat seconds)."""
     from src import baselines, metrics
 
     subset = metrics.tsne_subset(len(a["y_test"]), 2000, SEED)
@@ -201,18 +212,20 @@ def bench_tsne(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> No
             maps[i].append(run(c))
             times[i].append(time.perf_counter() - start)
             loads.append(os.getloadavg()[0])
-    rows, ref = [], {}
+    rows, ref, diffs = [], {}, []
     for i, (name, label, _, _, yy) in enumerate(cases):
         t = median(times[i])
         knn = metrics.knn_accuracy(maps[i][-1], yy, 5, SEED)
         ref.setdefault(name, (t, knn))  # each group's first row is its "before"
-        same = all(np.array_equal(m, maps[i][0]) for m in maps[i])
+        same = all(np.array_equal(m, maps[i][0]) for m in maps[i]) if repeats > 1 else None
         t0, k0 = ref[name]
-        rows.append([name, label, t, t / t0, knn, f"{knn - k0:+.4f}", "yes" if same else "no"])
+        same_cell = {True: "yes", False: "no", None: "-"}[same]
+        diffs.append(float(knn - k0))
+        rows.append([name, label, t, t / t0, float(knn), f"{knn - k0:+.4f}", same_cell])
     print("### t-SNE maps: scikit-learn TSNE (Barnes-Hut) on test codes, k-NN on the map\n")
-    columns = ["codes, points", "variant", "time (s, median)", "x before", "5-NN acc on map",
-               "vs before", "same map every repeat"]  # fmt: skip
-    print(table(columns, rows) + "\n")
+    print(table(TSNE_COLUMNS, rows) + "\n")
+    return [{**dict(zip(TSNE_COLUMNS, row, strict=True)), "vs before": diffs[i],
+             "seconds": times[i]} for i, row in enumerate(rows)]  # fmt: skip
 
 
 def main() -> None:
@@ -225,19 +238,21 @@ def main() -> None:
         return child_raw()
     import sklearn
 
+    started = meta()
     print(header("Evaluation cost: raw-pixel baseline and t-SNE maps"))
     env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in UNSET)
     print(f"scikit-learn {sklearn.__version__}; {env}; medians of {a.repeats}, round-robin\n")
     arrays = load_arrays()
     loads: list[float] = []
     only = a.only.split(",")
-    if "raw" in only:
-        bench_raw(arrays, a.repeats, loads)
-    if "tsne" in only:
-        bench_tsne(arrays, a.repeats, loads)
+    raw = bench_raw(arrays, a.repeats, loads) if "raw" in only else []
+    tsne = bench_tsne(arrays, a.repeats, loads) if "tsne" in only else []
     if loads:
         print(f"1-min load average during the runs {min(loads):.2f}–{max(loads):.2f}; "
               f"at the end {load_avg()}")  # fmt: skip
+    write_results("evaluation", {"repeats": a.repeats, "sklearn": sklearn.__version__,
+                                 "blas_env": {k: os.environ.get(k) for k in UNSET},
+                                 "loads": loads, "raw": raw, "tsne": tsne}, started)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import _common as c  # noqa: E402
 from benchmarks._common import header, load_avg, median, table, timed  # noqa: E402
 from src import training  # noqa: E402
 
 EPOCHS, BATCH = 100, 64
+BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def head() -> keras.Model:
@@ -53,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     a = parser.parse_args()
+    started = c.meta()
     print(header(f"Per-epoch cost of a digits-sized head ({EPOCHS} epochs, batch {BATCH})"))
     rng = np.random.default_rng(0)  # codes of digits' size; the labels follow the codes
     w = rng.standard_normal((32, 10))
@@ -78,6 +81,14 @@ def main() -> None:
     print(table(["variant", "fit (s, median)", "x before", "ms per epoch", "val accuracy (last)"],
                 rows))  # fmt: skip
     print(f"\n{a.repeats} repeats, round-robin; load average at the end {load_avg()}")
+    per_variant = {
+        name: {"seconds": t, "median": median(t), "x_before": median(t) / before,
+               "val_accuracy": accuracy[name]}
+        for name, t in times.items()
+    }  # fmt: skip
+    c.write_results("head_epochs", {"epochs": EPOCHS, "batch": BATCH, "repeats": a.repeats,
+                                  "blas_env": {k: os.environ.get(k) for k in BLAS},
+                                  "variants": per_variant}, started)  # fmt: skip
 
 
 if __name__ == "__main__":

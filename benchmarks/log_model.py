@@ -16,13 +16,23 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import BOTTLENECK, HIDDEN, header, load_avg, median, table
+from benchmarks._common import (
+    BOTTLENECK,
+    HIDDEN,
+    header,
+    load_avg,
+    median,
+    meta,
+    table,
+    write_results,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     a = parser.parse_args()
+    started = meta()
     print(header("log_model cost per model"))
     import keras
     import mlflow
@@ -67,6 +77,10 @@ def main() -> None:
     rows = [[name, f"{median(ts):.3f}"] for name, ts in {**first, **steps}.items()]
     print(table(["step", "seconds (median)"], rows))
     print(f"\n{a.repeats} repeats after the first; load average at end {load_avg()}")
+    per_step = {
+        name: {"seconds": ts, "median": median(ts)} for name, ts in {**first, **steps}.items()
+    }
+    write_results("log_model", {"repeats": a.repeats, "steps": per_step}, started)
 
 
 if __name__ == "__main__":

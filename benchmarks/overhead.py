@@ -18,9 +18,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import MNIST, ROOT, header, load_avg, median, table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # also run as a script
+from benchmarks._common import (  # noqa: E402
+    MNIST,
+    ROOT,
+    header,
+    load_avg,
+    median,
+    meta,
+    table,
+    write_results,
+)
 
 EPOCHS = ["pretrain.epochs=5", "classify.epochs=5", "dropout=0.5"]
+BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def timed(cmd: list[str], env: dict, result: Path | None = None) -> tuple[float, float]:
@@ -44,6 +55,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep", action="store_true", help="then benchmarks/sweep.py")
     a = parser.parse_args()
+    started = meta()
     print(header("Pipeline overhead (MNIST, 5 + 5 epochs, bottleneck 32, dropout 0.5)"))
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
@@ -67,6 +79,15 @@ def main() -> None:
              f"{accuracy[n]:.4f}"] for n in names]  # fmt: skip
     print(table(["command", "wall (s, median)", "x bare Keras", "test accuracy (last)"], rows))
     print(f"\n{a.repeats} repeats, round-robin; load average after each run: {', '.join(loads)}")
+    per_command = {
+        n: {"seconds": times[n], "median": median(times[n]), "x_bare": median(times[n]) / ref,
+            "test_accuracy": accuracy[n]}
+        for n in names
+    }  # fmt: skip
+    write_results("overhead", {"train_overrides": [*EPOCHS, "sweep.reuse_autoencoder=false"],
+                               "repeats": a.repeats, "loads": loads,
+                               "blas_env": {k: os.environ.get(k) for k in BLAS},
+                               "commands": per_command}, started)  # fmt: skip
     if a.sweep:
         subprocess.run([sys.executable, str(ROOT / "benchmarks/sweep.py")], cwd=ROOT, check=True)
 

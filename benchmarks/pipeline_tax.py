@@ -22,9 +22,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import MNIST, ROOT, header, load_avg, load_mnist, median, table
+from benchmarks._common import (
+    MNIST,
+    ROOT,
+    header,
+    load_avg,
+    load_mnist,
+    median,
+    meta,
+    table,
+    write_results,
+)
 
 PLAIN = ROOT / "benchmarks" / "tutorial_plain_keras.py"
+BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def write_prepared(path: Path) -> None:
@@ -63,6 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full", action="store_true", help="also src.train vs the whole script")
     a = parser.parse_args()
+    started = meta()
     print(header("Pipeline tax (MNIST, dense AE bottleneck 32)"))
     tmp = Path(tempfile.mkdtemp(prefix="pipeline-tax-"))
     prepared = tmp / "prepared.npz"
@@ -105,10 +117,12 @@ def main() -> None:
             loads.append(load_avg())
             print(f"repeat {r + 1} {name}: {times[name][-1]:.2f}", file=sys.stderr)
     ref = median(times["plain Keras script (reference), autoencoder only"])
-    rows = []
+    rows, per_command = [], {}
     for name in variants:
         t = median(times[name])
         rows.append([name, f"{t:.2f}", f"{t / ref:.2f}", f"{t - ref:+.2f}", quality[name][-1]])
+        per_command[name] = {"seconds": times[name], "median": t, "x_plain": t / ref,
+                             "extra": t - ref, "reached": quality[name]}  # fmt: skip
     print(
         table(
             ["command", "wall (s, median)", "x plain", "extra (s)", "reached (last repeat)"], rows
@@ -120,6 +134,10 @@ def main() -> None:
     )
     if a.full and not mnist_config:
         print("\n--full skipped: conf/experiment/mnist.yaml does not exist on this branch yet.")
+    write_results("pipeline_tax", {"epochs": e, "batch": b, "learning_rate": lr,
+                                   "repeats": a.repeats, "loads": loads, "target": 1.10,
+                                   "blas_env": {k: os.environ.get(k) for k in BLAS},
+                                   "commands": per_command}, started)  # fmt: skip
 
 
 if __name__ == "__main__":

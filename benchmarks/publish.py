@@ -406,6 +406,209 @@ def mnist_reading(r: dict) -> str:
     return _bullets(out)
 
 
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _source(r: dict) -> str:
+    """A speed benchmark's provenance line: command, date, commit, machine, load, BLAS env."""
+    line = (f"`{r['command']}`: {r['date']}, commit {r['commit']}, {r['machine']}, load "
+            f"{r['load_at_start']} at the start and {r['load_at_end']} at the end")  # fmt: skip
+    if (env := r.get("blas_env")) is not None:
+        if all(env.get(k) is None for k in BLAS_VARS):
+            line += f"; {' and '.join(BLAS_VARS)} unset, as on this machine"
+        else:
+            line += "; " + ", ".join(f"{k}={env.get(k)}" for k in BLAS_VARS)
+            line += " as on this machine"
+    return line + "."
+
+
+def _rows(columns: list[str], rows: list[list]) -> str:
+    """A markdown table of already formatted cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def _runs(seconds: list[float], digits: int = 1) -> str:
+    return ", ".join(f"{t:.{digits}f}" for t in seconds)
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 repeat', '3 repeats'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "missed"
+
+
+def head_epochs(r: dict) -> str:
+    """benchmarks/head_epochs.py: a small head's fit, numpy input against one tf.data pipeline."""
+    rows = [[name, f"{x['median']:.2f}", _runs(x["seconds"], 2), f"{x['x_before']:.2f}",
+             f"{1000 * x['median'] / r['epochs']:.1f}", f"{x['val_accuracy']:.4f}"]
+            for name, x in r["variants"].items()]  # fmt: skip
+    columns = ["variant", "fit (s, median)", "runs (s)", "x before", "ms per epoch",
+               "val accuracy (last)"]  # fmt: skip
+    pipelines = [x for name, x in r["variants"].items() if "tf.data" in name]
+    same = len({x["val_accuracy"] for x in pipelines}) == 1
+    pair = "train identically (same val accuracy)" if same else "end at different val accuracies"
+    reading = (f"`src.training.fit`'s setting (the last row) takes {pipelines[-1]['x_before']:.2f}"
+               f"× the time of Keras' numpy input with 1 step per call ({r['epochs']} epochs, "
+               f"batch {r['batch']}, {_n(r['repeats'], 'repeat')}, round-robin). The two "
+               f"`tf.data` rows {pair}; the numpy rows shuffle differently.")  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{reading}\n"
+
+
+def overhead(r: dict) -> str:
+    """benchmarks/overhead.py: python -m src.train against the same training in bare Keras."""
+    rows = [[name, f"{x['median']:.1f}", _runs(x["seconds"]), f"{x['x_bare']:.2f}",
+             f"{x['test_accuracy']:.4f}"] for name, x in r["commands"].items()]  # fmt: skip
+    columns = ["command", "wall (s, median)", "runs (s)", "x bare Keras", "test accuracy (last)"]
+    overrides = " ".join(r["train_overrides"])
+    note = (f"`src.train` runs `experiment=mnist {overrides}`; {_n(r['repeats'], 'repeat')}, "
+            "round-robin.")  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+
+
+def throughput(r: dict) -> str:
+    """benchmarks/throughput.py's table, and the target (<= 0.5 x the reference's epoch time at
+    equal or better val loss) judged from it."""
+    v, ref = r["variants"], r["reference"]
+    rows = [[name, x["jit_compile_used"], f"{x['epoch_1']:.2f}", f"{x['later_epochs']:.2f}",
+             f"{x['x_ref']:.2f}", f"{x['gflops']:.0f} ({x['gflops'] / r['peak_gflops']:.0%})",
+             f"{x['val_loss']:.5f}", f"{x['seconds_to_ref_loss']:.1f}",
+             f"{x['x_ref_to_loss']:.2f}"] for name, x in v.items()]  # fmt: skip
+    columns = ["variant", "jit_compile used", "epoch 1 (s)", "later epochs (s, median)", "x ref",
+               "GFLOP/s (of peak)", f"val loss after {r['epochs']}",
+               f"s to ref's final val loss {r['ref_val_loss']:.5f}", "x ref, to loss"]  # fmt: skip
+    equal = {n: x for n, x in v.items()
+             if not n.startswith("tutorial") and x["val_loss"] <= r["ref_val_loss"]}  # fmt: skip
+    if equal:
+        best = min(equal, key=lambda n: equal[n]["x_ref"])
+        verdict = (f"**{_verdict(equal[best]['x_ref'] <= 0.5)}** (best at equal or better val "
+                   f"loss: {equal[best]['x_ref']:.2f}×, {best})")  # fmt: skip
+    else:
+        verdict = "**missed** (no variant reached the reference's val loss)"
+    note = (f"Reference: {ref}. {r['n_train']} training + {r['n_val']} validation images, "
+            f"{r['gflop_per_epoch']:.0f} GFLOP per epoch; tf.matmul fp32 peak "
+            f"{r['peak_gflops']:.0f} GFLOP/s (2048×2048, best of 10); "
+            f"{_n(r['repeats'], 'repeat')} × {_n(r['epochs'], 'epoch')}. Target ≤ 0.5 × the "
+            f"reference's epoch time at equal or better val loss: {verdict}.")  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+
+
+def tracking(r: dict) -> str:
+    """benchmarks/tracking.py: MLflow on against off, each run with MLflow on judged against the
+    target (tracking overhead <= 3 % of the run without it)."""
+    rows = []
+    if (p := r.get("in_process")) is not None:
+        name = f"pretrain stage in process, MNIST {_n(p['epochs'], 'epoch')}"
+        for key, share, logged in (("off", None, "-"), ("on", p["overhead"], p["log_model"])):
+            runs = p[f"mlflow {key}"]
+            rows.append([f"{name}, mlflow {key}", f"{p[key]:.2f}", _runs([x[0] for x in runs], 2),
+                         _share(p["on"] - p["off"], share), _cell(logged),
+                         f"val loss {statistics.median(x[2] for x in runs):.5f}"])  # fmt: skip
+    if (c := r.get("cli")) is not None:
+        for key, runs in c["runs"].items():
+            share = c["overhead"].get(key)
+            rows.append([f"python -m src.train, digits, {c['epochs']} + {c['epochs']} epochs, "
+                         f"{key}",
+                         f"{c['medians'][key]:.2f}", _runs([x[0] for x in runs], 2),
+                         _share(c["medians"][key] - c["off"], share), "-",
+                         f"test acc {statistics.median(x[1] for x in runs):.4f}"])  # fmt: skip
+    columns = ["run", "wall (s, median)", "runs (s)", "tracking overhead: ≤ 3 %",
+               "of which log_model (s)", "reached (median)"]  # fmt: skip
+    note = f"{_n(r['repeats'], 'repeat')}, alternating."
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+
+
+def _cell(x: float | str) -> str:
+    return f"{x:.2f}" if isinstance(x, float) else x
+
+
+def _share(extra: float, share: float | None) -> str:
+    """'+0.52 s (+4.1 %): missed' against the 3 % target; '-' without MLflow."""
+    if share is None:
+        return "-"
+    return f"{extra:+.2f} s ({share:+.1%}): {_verdict(share <= 0.03)}"
+
+
+def log_model(r: dict) -> str:
+    """benchmarks/log_model.py: where src.tracking.log_model's time goes, per model."""
+    rows = [[name, f"{x['median']:.3f}", _runs(x["seconds"], 3)] for name, x in r["steps"].items()]
+    note = f"{_n(r['repeats'], 'repeat')} after the first call in the process."
+    return f"{_source(r)}\n\n{_rows(['step', 'seconds (median)', 'runs (s)'], rows)}\n\n{note}\n"
+
+
+def pipeline_tax(r: dict) -> str:
+    """benchmarks/pipeline_tax.py, each pipeline command judged against the target (<= 1.10 x
+    the plain script)."""
+    rows = []
+    for i, (name, x) in enumerate(r["commands"].items()):
+        met = "-" if i == 0 else _verdict(x["x_plain"] <= r["target"])
+        rows.append([name, f"{x['median']:.2f}", _runs(x["seconds"], 2), f"{x['x_plain']:.2f}",
+                     f"{x['extra']:+.2f}", met, x["reached"][-1]])  # fmt: skip
+    columns = ["command", "wall (s, median)", "runs (s)", "x plain", "extra (s)",
+               f"≤ {r['target']:.2f} × plain", "reached (last repeat)"]  # fmt: skip
+    note = (f"{_n(r['epochs'], 'epoch')}, batch {r['batch']}, learning rate "
+            f"{r['learning_rate']:g}; {_n(r['repeats'], 'repeat')}, round-robin; every command a "
+            "fresh process.")  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+
+
+def startup(r: dict) -> str:
+    """benchmarks/startup.py, each target judged from the median."""
+    rows = []
+    for name, x in r["commands"].items():
+        t, target = x["median"], x["target"]
+        met = "-" if target is None else _verdict(t < target if x["below"] == "<" else t <= target)
+        limit = "-" if target is None else f"{x['below']} {target:g}"
+        rows.append([name, f"{t:.2f}", _runs(x["seconds"], 2), limit, met, x["heavy"]])
+    columns = ["command", "wall (s, median)", "runs (s)", "target (s)", "target",
+               "heavy modules imported"]  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{_n(r['repeats'], 'repeat')} each.\n"
+
+
+RAW_BUDGET = 0.003  # the most val accuracy the raw baseline may lose for speed
+TSNE_BUDGET = 0.005  # the most 5-NN accuracy on the map tsne_map may lose (src/metrics.py)
+
+
+def evaluation_raw(r: dict) -> str:
+    """benchmarks/evaluation.py's raw-baseline table, and fit_raw_baseline against before."""
+    rows = [[x["variant"], x["solver"], f"{x['tol']:g}", x["max_iter"], x["input"],
+             x["threads"], x["n_iter"], f"{x['fit (s, median)']:.2f}", _runs(x["seconds"], 2),
+             f"{x['x before']:.2f}", f"{x['val acc']:.4f}", f"{x['test acc']:.4f}",
+             x["BLAS env"]] for x in r["raw"]]  # fmt: skip
+    columns = ["variant", "solver", "tol", "max_iter", "input", "threads", "n_iter",
+               "fit (s, median)", "runs (s)", "x before", "val acc", "test acc",
+               "BLAS env"]  # fmt: skip
+    before = r["raw"][0]
+    after = next(x for x in r["raw"] if "fit_raw_baseline" in x["variant"])
+    lost = before["val acc"] - after["val acc"]
+    note = (f"`fit_raw_baseline` takes {after['x before']:.2f}× the time of the fit before, at "
+            f"val accuracy {after['val acc'] - before['val acc']:+.4f} against it (budget: at "
+            f"most {RAW_BUDGET} lower): **{_verdict(lost <= RAW_BUDGET)}**. scikit-learn "
+            f"{r['sklearn']}; {_n(r['repeats'], 'repeat')}, round-robin.")  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+
+
+def evaluation_tsne(r: dict) -> str:
+    """benchmarks/evaluation.py's t-SNE table, and tsne_map against before per code size."""
+    rows = [[x["codes, points"], x["variant"], f"{x['time (s, median)']:.2f}",
+             _runs(x["seconds"], 2), f"{x['x before']:.2f}", f"{x['5-NN acc on map']:.4f}",
+             f"{x['vs before']:+.4f}", x["same map every repeat"]] for x in r["tsne"]]  # fmt: skip
+    columns = ["codes, points", "variant", "time (s, median)", "runs (s)", "x before",
+               "5-NN acc on map", "vs before", "same map every repeat"]  # fmt: skip
+    after = [x for x in r["tsne"] if "tsne_map" in x["variant"]]
+    ratios = [x["x before"] for x in after]
+    knn = ", ".join(f"{x['vs before']:+.4f} ({x['codes, points']})" for x in after)
+    kept = all(x["vs before"] >= -TSNE_BUDGET for x in after)
+    note = (f"`tsne_map` takes {min(ratios):.2f}–{max(ratios):.2f}× the time of the map before; "
+            f"5-NN accuracy on its map against before: {knn} (budget: at most {TSNE_BUDGET} "
+            f"lower): **{_verdict(kept)}**; {_n(r['repeats'], 'repeat')}, "
+            "round-robin.")  # fmt: skip
+    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+
+
 def sweep_load(r: dict) -> str:
     """docs/search.md's table of the search bookkeeping under load (benchmarks/sweep_load.py)."""
     from benchmarks.sweep_load import markdown
@@ -442,6 +645,15 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "budget-answer": ("benchmarks/results/mnist_label_budget.json", budget_answer),
     "budget-reading": ("benchmarks/results/mnist_label_budget.json", budget_reading),
     "budget-tests": ("benchmarks/results/mnist_label_budget.json", budget_tests),
+    "head-epochs": ("benchmarks/results/head_epochs.json", head_epochs),
+    "overhead": ("benchmarks/results/overhead.json", overhead),
+    "throughput": ("benchmarks/results/throughput.json", throughput),
+    "tracking": ("benchmarks/results/tracking.json", tracking),
+    "log-model": ("benchmarks/results/log_model.json", log_model),
+    "pipeline-tax": ("benchmarks/results/pipeline_tax.json", pipeline_tax),
+    "startup": ("benchmarks/results/startup.json", startup),
+    "evaluation-raw": ("benchmarks/results/evaluation.json", evaluation_raw),
+    "evaluation-tsne": ("benchmarks/results/evaluation.json", evaluation_tsne),
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import ROOT, header, load_avg, median, table
+from benchmarks._common import ROOT, header, load_avg, median, meta, table, write_results
 
 # Runs src.train as `python -m src.train ARGS` would, then reports the heavy modules it loaded.
 PROBE = """
@@ -60,44 +60,45 @@ def dvc_noop(repeats: int) -> tuple[list[float], str]:
         return times, last.stdout.strip().splitlines()[-1]
 
 
+def measure(a: argparse.Namespace) -> dict[str, dict]:
+    """Each command's wall times, target (seconds, or None), how it compares, heavy imports."""
+    py = [sys.executable, "-m", "src.train"]
+    out = {}
+    for name, args in [("python -m src.train --cfg job", ["--cfg", "job"]),
+                       ("python -m src.train --help", ["--help"])]:  # fmt: skip
+        times = [wall([*py, *args], ROOT) for _ in range(a.repeats)]
+        out[name] = {"seconds": times, "target": 1.5, "below": "<", "heavy": heavy_imports(args)}
+    for name, code, heavy in [("python -c pass (interpreter floor)", "pass", "none"),
+                              ("python -c 'import tensorflow' (what lazy imports avoid)",
+                               "import tensorflow", "tensorflow")]:  # fmt: skip
+        times = [wall([sys.executable, "-c", code], ROOT) for _ in range(a.repeats)]
+        out[name] = {"seconds": times, "target": None, "below": "-", "heavy": heavy}
+    if not a.no_dvc:
+        times, last = dvc_noop(a.repeats)
+        out[f"dvc repro, nothing changed (`{last}`)"] = {"seconds": times, "target": 2.0,
+                                                         "below": "<=", "heavy": "-"}  # fmt: skip
+    for x in out.values():
+        t, target = median(x["seconds"]), x["target"]
+        x["median"] = t
+        x["met"] = None if target is None else (t < target if x["below"] == "<" else t <= target)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-dvc", action="store_true", help="skip the dvc repro no-op")
     a = parser.parse_args()
+    started = meta()
     print(header("Start-up and no-op"))
-    py = [sys.executable, "-m", "src.train"]
-    rows = []
-    checks = [
-        ("python -m src.train --cfg job", ["--cfg", "job"], 1.5),
-        ("python -m src.train --help", ["--help"], 1.5),
-    ]
-    for name, args, target in checks:
-        times = [wall([*py, *args], ROOT) for _ in range(a.repeats)]
-        t = median(times)
-        ok = "met" if t < target else "missed"
-        rows.append([name, f"{t:.2f}", f"< {target}", ok, heavy_imports(args)])
-    base = median([wall([sys.executable, "-c", "pass"], ROOT) for _ in range(a.repeats)])
-    tf_cmd = [sys.executable, "-c", "import tensorflow"]
-    tf = median([wall(tf_cmd, ROOT) for _ in range(a.repeats)])
-    rows.append(["python -c pass (interpreter floor)", f"{base:.2f}", "-", "-", "none"])
-    rows.append(
-        [
-            "python -c 'import tensorflow' (what lazy imports avoid)",
-            f"{tf:.2f}",
-            "-",
-            "-",
-            "tensorflow",
-        ]
-    )
-    if not a.no_dvc:
-        times, last = dvc_noop(a.repeats)
-        t = median(times)
-        ok = "met" if t <= 2 else "missed"
-        rows.append([f"dvc repro, nothing changed (`{last}`)", f"{t:.2f}", "<= 2", ok, "-"])
+    measured = measure(a)
+    rows = [[name, f"{x['median']:.2f}", "-" if x["target"] is None else
+             f"{x['below']} {x['target']:g}", {None: "-", True: "met", False: "missed"}[x["met"]],
+             x["heavy"]] for name, x in measured.items()]  # fmt: skip
     columns = ["command", "wall (s, median)", "target (s)", "target", "heavy modules imported"]
     print(table(columns, rows))
     print(f"\n{a.repeats} repeats each; load average at end {load_avg()}")
+    write_results("startup", {"repeats": a.repeats, "commands": measured}, started)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,26 @@ hit them alike; epoch time is the median over repeats of the median epoch after 
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from benchmarks._common import BOTTLENECK, HIDDEN, header, load_avg, load_mnist, median, table
+from benchmarks._common import (
+    BOTTLENECK,
+    HIDDEN,
+    header,
+    load_avg,
+    load_mnist,
+    median,
+    meta,
+    table,
+    write_results,
+)
+
+BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -69,15 +82,16 @@ def run_variant(v: dict, arrays: dict, epochs: int) -> dict:
     sink = io.StringIO() if v["verbose"] == 1 else sys.stderr
     with contextlib.redirect_stdout(sink):
         if v["kind"] == "project":  # the project's own code path, unchanged
+            model = {"name": "dense", "hidden": HIDDEN, "activation": "relu"}
             ae, _, hist = training.fit_autoencoder(
-                x, xv, bottleneck=BOTTLENECK, hidden=HIDDEN, activation="relu", epochs=epochs,
-                batch_size=v["batch"], learning_rate=v["lr"], loss="mse", seed=42,
-                callbacks=[timer.callback],
+                x, xv, model=model, bottleneck=BOTTLENECK, epochs=epochs, batch_size=v["batch"],
+                learning_rate=v["lr"], loss="mse", seed=42, callbacks=[timer.callback],
             )  # fmt: skip
         else:
             keras.utils.set_random_seed(42)
             ae, _ = models.build_autoencoder(x.shape[1:], BOTTLENECK, HIDDEN, "relu")
-            ae.compile(optimizer=keras.optimizers.Adam(v["lr"]), loss="mse", jit_compile=v["jit"])
+            ae.compile(optimizer=keras.optimizers.Adam(v["lr"]), loss="mse", jit_compile=v["jit"],
+                       steps_per_execution=v["spe"])  # fmt: skip
             hist = ae.fit(
                 x, x, validation_data=(xv, xv), epochs=epochs, batch_size=v["batch"],
                 shuffle=True, verbose=v["verbose"], callbacks=[timer.callback],
@@ -95,12 +109,37 @@ def time_to_loss(res: dict, target: float) -> float:
     return float("inf")
 
 
+def summarize(
+    variants: list[dict], results: dict[str, list[dict]], ref: str, flops: float
+) -> dict[str, dict]:
+    """Per variant: its settings, runs and the medians (epoch 1, later epochs, val loss, seconds
+    to the reference's final val loss) with their ratios to the reference variant `ref`."""
+    base = median([median(x["times"][1:]) for x in results[ref]])
+    target = median([x["val_losses"][-1] for x in results[ref]])
+    ref_reach = median([time_to_loss(x, target) for x in results[ref]])
+    summary = {}
+    for v in variants:
+        rs = results[v["name"]]
+        t = median([median(x["times"][1:]) for x in rs])
+        reach = median([time_to_loss(x, target) for x in rs])
+        summary[v["name"]] = {
+            "jit_compile_used": bool(rs[0]["jit"]), "batch": v["batch"], "lr": v["lr"],
+            "steps_per_execution": v["spe"], "runs": rs,
+            "epoch_1": median([x["times"][0] for x in rs]), "later_epochs": t,
+            "x_ref": t / base, "gflops": flops / t / 1e9,
+            "val_loss": median([x["val_losses"][-1] for x in rs]),
+            "seconds_to_ref_loss": reach, "x_ref_to_loss": reach / ref_reach,
+        }  # fmt: skip
+    return summary
+
+
 VARIANTS = [
-    # name, kind, jit_compile, batch, lr, verbose, steps_per_execution
+    # name, kind, jit_compile, batch, lr, verbose, steps_per_execution (None: the project's own,
+    # src.training.STEPS_PER_EXECUTION with one tf.data pipeline)
     ("tutorial: plain fit, batch 256, jit off, progress bar", "plain", False, 256, 1e-3, 1, 1),
     ("tutorial: plain fit, batch 256, jit off, verbose=2", "plain", False, 256, 1e-3, 2, 1),
-    ("project fit_autoencoder as is, batch 64 (config)", "project", None, 64, 2e-3, 2, 1),
-    ("project fit_autoencoder as is, batch 256", "project", None, 256, 2e-3, 2, 1),
+    ("project fit_autoencoder as is, batch 64 (config)", "project", None, 64, 2e-3, 2, None),
+    ("project fit_autoencoder as is, batch 256", "project", None, 256, 2e-3, 2, None),
     ("jit_compile=True, batch 256, lr 2e-3", "plain", True, 256, 2e-3, 2, 1),
     ("jit_compile=True, batch 512, lr 2e-3", "plain", True, 512, 2e-3, 2, 1),
     ("steps_per_execution=16, batch 256, lr 2e-3", "plain", False, 256, 2e-3, 2, 16),
@@ -116,6 +155,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=55000, help="MNIST training images")
     parser.add_argument("--only", help="comma-separated variant numbers (1-based) to run")
     a = parser.parse_args()
+    started = meta()
     print(header("Training throughput (dense AE 784-128-64-32, MNIST)"))
     arrays = load_mnist()
     arrays["x_train"] = arrays["x_train"][: a.n_train]
@@ -135,22 +175,12 @@ def main() -> None:
     peak = max(peak, matmul_peak())
     flops = epoch_flops(len(arrays["x_train"]), len(arrays["x_val"]))
     ref = VARIANTS[1][0] if VARIANTS[1][0] in results else variants[0]["name"]
-    base = median([median(x["times"][1:]) for x in results[ref]])
     target = median([x["val_losses"][-1] for x in results[ref]])
-    ref_reach = median([time_to_loss(x, target) for x in results[ref]])
-    rows = []
-    for v in variants:
-        rs = results[v["name"]]
-        t = median([median(x["times"][1:]) for x in rs])
-        first = median([x["times"][0] for x in rs])
-        val = median([x["val_losses"][-1] for x in rs])
-        reach = median([time_to_loss(x, target) for x in rs])
-        gflops = flops / t / 1e9
-        rows.append(
-            [v["name"], str(rs[0]["jit"]), f"{first:.2f}", f"{t:.2f}", f"{t / base:.2f}",
-             f"{gflops:.0f} ({gflops / peak:.0%})", f"{val:.5f}", f"{reach:.1f}",
-             f"{reach / ref_reach:.2f}"]
-        )  # fmt: skip
+    summary = summarize(variants, results, ref, flops)
+    rows = [[name, str(x["jit_compile_used"]), f"{x['epoch_1']:.2f}", f"{x['later_epochs']:.2f}",
+             f"{x['x_ref']:.2f}", f"{x['gflops']:.0f} ({x['gflops'] / peak:.0%})",
+             f"{x['val_loss']:.5f}", f"{x['seconds_to_ref_loss']:.1f}",
+             f"{x['x_ref_to_loss']:.2f}"] for name, x in summary.items()]  # fmt: skip
     columns = [
         "variant", "jit_compile used", "epoch 1 (s)", "later epochs (s, median)", "x ref",
         "GFLOP/s (of peak)", f"val loss after {a.epochs}",
@@ -168,6 +198,12 @@ def main() -> None:
         "better val loss. "
         f"numpy {np.__version__}."
     )
+    write_results("throughput", {
+        "epochs": a.epochs, "repeats": a.repeats, "n_train": len(arrays["x_train"]),
+        "n_val": len(arrays["x_val"]), "gflop_per_epoch": flops / 1e9, "peak_gflops": peak,
+        "reference": ref, "ref_val_loss": target, "loads": loads,
+        "blas_env": {k: os.environ.get(k) for k in BLAS}, "variants": summary,
+    }, started)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,7 +22,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import ROOT, header, load_avg, load_mnist, median, table
+from benchmarks._common import (
+    ROOT,
+    header,
+    load_avg,
+    load_mnist,
+    median,
+    meta,
+    table,
+    write_results,
+)
+
+BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def compose(overrides: list[str]):
@@ -91,8 +102,9 @@ def cli(code: Path, workdir: Path, enabled: bool, epochs: int, store: str) -> tu
     return seconds, json.loads((workdir / "run" / "result.json").read_text())["test_accuracy"]
 
 
-def in_process_rows(a: argparse.Namespace, tmp: Path, loads: list[str]) -> list[list]:
-    """The pretrain stage's code in this process on MNIST, mlflow off and on, alternating."""
+def in_process_rows(a: argparse.Namespace, tmp: Path, loads: list[str], raw: dict) -> list[list]:
+    """The pretrain stage's code in this process on MNIST, mlflow off and on, alternating;
+    per repeat (seconds, log_model seconds, val loss) into raw["in_process"]."""
     arrays = load_mnist()
     overrides = [f"pretrain.epochs={a.epochs}", f"pretrain.batch_size={a.batch_size}"]
     res: dict[bool, list[tuple]] = {True: [], False: []}
@@ -106,6 +118,9 @@ def in_process_rows(a: argparse.Namespace, tmp: Path, loads: list[str]) -> list[
     off = median([x[0] for x in res[False]])
     on = median([x[0] for x in res[True]])
     logm = median([x[1] for x in res[True]])
+    raw["in_process"] = {"epochs": a.epochs, "batch": a.batch_size, "mlflow off": res[False],
+                         "mlflow on": res[True], "off": off, "on": on, "log_model": logm,
+                         "overhead": (on - off) / off}  # fmt: skip
     return [
         [f"pretrain stage, MNIST {a.epochs} epochs, mlflow off", f"{off:.2f}", "-", "-",
          f"{median([x[2] for x in res[False]]):.5f}"],
@@ -113,6 +128,51 @@ def in_process_rows(a: argparse.Namespace, tmp: Path, loads: list[str]) -> list[
          f"{on - off:+.2f} ({(on - off) / off:+.1%})", f"{logm:.2f}",
          f"{median([x[2] for x in res[True]]):.5f}"],
     ]  # fmt: skip
+
+
+def cli_rows(
+    a: argparse.Namespace, tmp: Path, store: str, loads: list[str], raw: dict
+) -> tuple[list[list], str]:
+    """`python -m src.train` on digits: mlflow off, on with src/tracking.py at --before and on
+    with the working tree's, alternating; per repeat (seconds, test accuracy) into raw["cli"]."""
+    rows = []
+    old = subprocess.run(["git", "show", f"{a.before}:src/tracking.py"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    now_code, before_code = snapshot(tmp / "code-now"), snapshot(tmp / "code-before", old)
+    variants = {  # name: (code, mlflow enabled)
+        "mlflow off": (now_code, False),
+        f"mlflow on, src/tracking.py at {a.before} (before)": (before_code, True),
+        "mlflow on, src/tracking.py now": (now_code, True),
+    }
+    cres: dict[str, list[tuple]] = {v: [] for v in variants}
+    names = list(variants)
+    for r in range(a.repeats):
+        for i in range(len(names)):  # each repeat starts at the next variant
+            name = names[(r + i) % len(names)]
+            code, enabled = variants[name]
+            workdir = tmp / f"cli-{r}-{names.index(name)}"
+            cres[name].append(cli(code, workdir, enabled, a.cli_epochs, store))
+            loads.append(load_avg())
+            print(f"cli {name}: {cres[name][-1]}", file=sys.stderr)
+    coff = median([x[0] for x in cres["mlflow off"]])
+    walls = {name: median([x[0] for x in results]) for name, results in cres.items()}
+    for name, results in cres.items():
+        extra = walls[name] - coff
+        overhead = "-" if not variants[name][1] else f"{extra:+.2f} ({extra / coff:+.1%})"
+        rows.append([f"python -m src.train, digits, {a.cli_epochs}+{a.cli_epochs} "
+                     f"epochs, {name}", f"{walls[name]:.2f}", overhead, "-",
+                     f"acc {median([x[1] for x in results]):.4f}"])  # fmt: skip
+    before, now = (walls[name] - coff for name in names[1:])
+    ratio = f"{now / before:.2f}" if before > 0 else "n/a"
+    paired = median([n[0] - b[0] for b, n in zip(cres[names[1]], cres[names[2]], strict=True)])
+    summary = (
+        f"\nsrc.train tracking overhead now / before: {ratio} ({now - before:+.2f} s); "
+        f"median of the per-repeat differences now - before: {paired:+.2f} s"
+    )
+    shares = {name: (walls[name] - coff) / coff for name in names[1:]}
+    raw["cli"] = {"epochs": a.cli_epochs, "before": a.before, "off": coff, "paired": paired,
+                  "runs": cres, "medians": walls, "overhead": shares}  # fmt: skip
+    return rows, summary
 
 
 def main() -> None:
@@ -125,6 +185,7 @@ def main() -> None:
     parser.add_argument("--no-in-process", action="store_true", help="skip the MNIST part")
     parser.add_argument("--before", default="HEAD", help="git ref of src/tracking.py 'before'")
     a = parser.parse_args()
+    started = meta()
     print(header("Tracking overhead (MLflow on vs off)"))
     import mlflow
 
@@ -136,43 +197,12 @@ def main() -> None:
     mlflow.create_experiment("ae-classify", (tmp / "artifacts").as_uri())  # not ./mlruns
     create = time.perf_counter() - start
 
-    loads, rows, summary = [], [], ""
+    loads, rows, summary, raw = [], [], "", {}
     if not a.no_in_process:
-        rows = in_process_rows(a, tmp, loads)
+        rows = in_process_rows(a, tmp, loads, raw)
     if not a.no_cli:
-        old = subprocess.run(["git", "show", f"{a.before}:src/tracking.py"], cwd=ROOT,
-                             check=True, capture_output=True, text=True).stdout  # fmt: skip
-        now_code, before_code = snapshot(tmp / "code-now"), snapshot(tmp / "code-before", old)
-        variants = {  # name: (code, mlflow enabled)
-            "mlflow off": (now_code, False),
-            f"mlflow on, src/tracking.py at {a.before} (before)": (before_code, True),
-            "mlflow on, src/tracking.py now": (now_code, True),
-        }
-        cres: dict[str, list[tuple]] = {v: [] for v in variants}
-        names = list(variants)
-        for r in range(a.repeats):
-            for i in range(len(names)):  # each repeat starts at the next variant
-                name = names[(r + i) % len(names)]
-                code, enabled = variants[name]
-                workdir = tmp / f"cli-{r}-{names.index(name)}"
-                cres[name].append(cli(code, workdir, enabled, a.cli_epochs, store))
-                loads.append(load_avg())
-                print(f"cli {name}: {cres[name][-1]}", file=sys.stderr)
-        coff = median([x[0] for x in cres["mlflow off"]])
-        walls = {name: median([x[0] for x in results]) for name, results in cres.items()}
-        for name, results in cres.items():
-            extra = walls[name] - coff
-            overhead = "-" if not variants[name][1] else f"{extra:+.2f} ({extra / coff:+.1%})"
-            rows.append([f"python -m src.train, digits, {a.cli_epochs}+{a.cli_epochs} "
-                         f"epochs, {name}", f"{walls[name]:.2f}", overhead, "-",
-                         f"acc {median([x[1] for x in results]):.4f}"])  # fmt: skip
-        before, now = (walls[name] - coff for name in names[1:])
-        ratio = f"{now / before:.2f}" if before > 0 else "n/a"
-        paired = median([n[0] - b[0] for b, n in zip(cres[names[1]], cres[names[2]], strict=True)])
-        summary = (
-            f"\nsrc.train tracking overhead now / before: {ratio} ({now - before:+.2f} s); "
-            f"median of the per-repeat differences now - before: {paired:+.2f} s"
-        )
+        cli_part, summary = cli_rows(a, tmp, store, loads, raw)
+        rows += cli_part
     columns = ["run", "wall (s, median)", "tracking overhead", "of which log_model (s)",
                "val loss / test accuracy"]  # fmt: skip
     print(table(columns, rows))
@@ -182,6 +212,9 @@ def main() -> None:
         f"store (once, not in the figures): {create:.2f} s; load average after each run: "
         f"{', '.join(loads)}\nTarget: overhead <= 3 % of training time."
     )
+    write_results("tracking", {"repeats": a.repeats, "store_creation": create, "loads": loads,
+                               "blas_env": {k: os.environ.get(k) for k in BLAS}, **raw},
+                  started)  # fmt: skip
 
 
 if __name__ == "__main__":

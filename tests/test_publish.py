@@ -60,3 +60,40 @@ def test_an_unknown_block_or_a_missing_results_file_is_named(tmp_path):
     (root / "reports/metrics.json").unlink()
     with pytest.raises(SystemExit, match="reports/metrics.json not found: block publish:dvc"):
         publish.publish(root, check=True)
+
+
+SPEED_BLOCKS = ["head-epochs", "overhead", "sweep-against", "throughput", "tracking", "log-model",
+                "pipeline-tax", "startup", "evaluation-raw", "evaluation-tsne"]  # fmt: skip
+
+
+def test_every_speed_table_of_benchmarks_readme_is_a_published_block():
+    text = (ROOT / "benchmarks/README.md").read_text()
+    assert all(f"<!-- publish:{name} -->" in text for name in SPEED_BLOCKS)
+    assert set(SPEED_BLOCKS) <= set(publish.BLOCKS)
+
+
+def test_a_speed_number_edited_by_hand_fails_the_check(tmp_path):
+    root = _copy(tmp_path)
+    page = root / "benchmarks/README.md"
+    original = page.read_text()
+    start = original.index("<!-- publish:startup -->")
+    row = original.index("| python -m src.train --help | ", start)
+    cut = row + len("| python -m src.train --help | ")
+    page.write_text(original[:cut] + "9" + original[cut:])  # one digit more
+    assert publish.publish(root, check=True) == ["benchmarks/README.md: publish:startup"]
+    assert publish.publish(root) == ["benchmarks/README.md: publish:startup"]
+    assert page.read_text() == original
+
+
+def test_met_and_missed_follow_the_numbers_not_the_text(tmp_path):
+    root = _copy(tmp_path)
+    path = root / "benchmarks/results/startup.json"
+    results = json.loads(path.read_text())
+    results["commands"]["python -m src.train --help"]["median"] = 9.0  # over its 1.5 s target
+    results["commands"]["python -m src.train --help"]["met"] = True  # a stale verdict is ignored
+    path.write_text(json.dumps(results))
+    assert publish.publish(root) == ["benchmarks/README.md: publish:startup"]
+    text = (root / "benchmarks/README.md").read_text()
+    assert "| python -m src.train --help | 9.00 | " in text
+    row = text[text.index("| python -m src.train --help | 9.00 | ") :].splitlines()[0]
+    assert "| missed |" in row
