@@ -40,6 +40,15 @@ def command() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
+# set on some machines (this one's env notes): they slow numpy's and scikit-learn's BLAS
+BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_env() -> dict[str, str | None]:
+    """The BLAS variables as this process has them (None: unset), for a results file."""
+    return {k: os.environ.get(k) for k in BLAS}
+
+
 def meta() -> dict:
     """What a results file says about where it came from: command, commit, date, machine, load."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

@@ -27,10 +27,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import MNIST, ROOT, header, load_avg, median, meta, table, write_results
+from benchmarks._common import (
+    BLAS,
+    MNIST,
+    ROOT,
+    blas_env,
+    header,
+    load_avg,
+    median,
+    meta,
+    table,
+    write_results,
+)
 
 SEED = 42
-UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def load_arrays() -> dict[str, np.ndarray]:
@@ -62,8 +72,8 @@ def logistic(threads: int = 1, dtype: type = np.float32, **settings) -> Callable
 
 
 def raw_in_child() -> dict:
-    """fit_raw_baseline in a child process with UNSET removed from its environment."""
-    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    """fit_raw_baseline in a child process with BLAS removed from its environment."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-raw"]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -93,7 +103,7 @@ def bench_raw(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> lis
     (the table's cells by column, with the per-repeat seconds)."""
     from src import baselines
 
-    env = "OPENBLAS_* as set" if any(k in os.environ for k in UNSET) else "OPENBLAS_* unset"
+    env = "OPENBLAS_* as set" if any(k in os.environ for k in BLAS) else "OPENBLAS_* unset"
     f32, f64 = np.float32, np.float64
     variants = [  # (label, input dtype, threads, fit); the settings are read off the model
         ("before: lbfgs, max_iter=2000", f32, 1, logistic(max_iter=2000)),
@@ -107,7 +117,7 @@ def bench_raw(a: dict[str, np.ndarray], repeats: int, loads: list[float]) -> lis
     x, y = a["x_train"], a["y_train"]
     times: dict[str, list[float]] = {v[0]: [] for v in variants}
     models: dict = {}
-    child_label = f"after, child process with {' and '.join(UNSET)} unset"
+    child_label = f"after, child process with {' and '.join(BLAS)} unset"
     child: list[dict] = []
     for _ in range(repeats):
         for label, _, _, fit in variants:
@@ -240,7 +250,7 @@ def main() -> None:
 
     started = meta()
     print(header("Evaluation cost: raw-pixel baseline and t-SNE maps"))
-    env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in UNSET)
+    env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in BLAS)
     print(f"scikit-learn {sklearn.__version__}; {env}; medians of {a.repeats}, round-robin\n")
     arrays = load_arrays()
     loads: list[float] = []
@@ -251,7 +261,7 @@ def main() -> None:
         print(f"1-min load average during the runs {min(loads):.2f}–{max(loads):.2f}; "
               f"at the end {load_avg()}")  # fmt: skip
     write_results("evaluation", {"repeats": a.repeats, "sklearn": sklearn.__version__,
-                                 "blas_env": {k: os.environ.get(k) for k in UNSET},
+                                 "blas_env": blas_env(),
                                  "loads": loads, "raw": raw, "tsne": tsne}, started)  # fmt: skip
 
 

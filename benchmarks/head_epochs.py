@@ -20,7 +20,6 @@ from benchmarks._common import header, load_avg, median, table, timed  # noqa: E
 from src import training  # noqa: E402
 
 EPOCHS, BATCH = 100, 64
-BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def head() -> keras.Model:
@@ -87,7 +86,7 @@ def main() -> None:
         for name, t in times.items()
     }  # fmt: skip
     c.write_results("head_epochs", {"epochs": EPOCHS, "batch": BATCH, "repeats": a.repeats,
-                                  "blas_env": {k: os.environ.get(k) for k in BLAS},
+                                  "blas_env": c.blas_env(),
                                   "variants": per_variant}, started)  # fmt: skip
 
 

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # also run as a script
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     MNIST,
     ROOT,
+    blas_env,  # noqa: E402
     header,
     load_avg,
     median,
@@ -31,7 +32,6 @@ from benchmarks._common import (  # noqa: E402
 )
 
 EPOCHS = ["pretrain.epochs=5", "classify.epochs=5", "dropout=0.5"]
-BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def timed(cmd: list[str], env: dict, result: Path | None = None) -> tuple[float, float]:
@@ -86,7 +86,7 @@ def main() -> None:
     }  # fmt: skip
     write_results("overhead", {"train_overrides": [*EPOCHS, "sweep.reuse_autoencoder=false"],
                                "repeats": a.repeats, "loads": loads,
-                               "blas_env": {k: os.environ.get(k) for k in BLAS},
+                               "blas_env": blas_env(),
                                "commands": per_command}, started)  # fmt: skip
     if a.sweep:
         subprocess.run([sys.executable, str(ROOT / "benchmarks/sweep.py")], cwd=ROOT, check=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import (
     MNIST,
     ROOT,
+    blas_env,
     header,
     load_avg,
     load_mnist,
@@ -35,7 +36,6 @@ from benchmarks._common import (
 )
 
 PLAIN = ROOT / "benchmarks" / "tutorial_plain_keras.py"
-BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def write_prepared(path: Path) -> None:
@@ -136,7 +136,7 @@ def main() -> None:
         print("\n--full skipped: conf/experiment/mnist.yaml does not exist on this branch yet.")
     write_results("pipeline_tax", {"epochs": e, "batch": b, "learning_rate": lr,
                                    "repeats": a.repeats, "loads": loads, "target": 1.10,
-                                   "blas_env": {k: os.environ.get(k) for k in BLAS},
+                                   "blas_env": blas_env(),
                                    "commands": per_command}, started)  # fmt: skip
 
 

@@ -17,6 +17,8 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks._common import BLAS, table
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ["README.md", "docs/*.md", "benchmarks/README.md"]
@@ -406,26 +408,17 @@ def mnist_reading(r: dict) -> str:
     return _bullets(out)
 
 
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
 def _source(r: dict) -> str:
     """A speed benchmark's provenance line: command, date, commit, machine, load, BLAS env."""
     line = (f"`{r['command']}`: {r['date']}, commit {r['commit']}, {r['machine']}, load "
             f"{r['load_at_start']} at the start and {r['load_at_end']} at the end")  # fmt: skip
     if (env := r.get("blas_env")) is not None:
-        if all(env.get(k) is None for k in BLAS_VARS):
-            line += f"; {' and '.join(BLAS_VARS)} unset, as on this machine"
+        if all(env.get(k) is None for k in BLAS):
+            line += f"; {' and '.join(BLAS)} unset, as on this machine"
         else:
-            line += "; " + ", ".join(f"{k}={env.get(k)}" for k in BLAS_VARS)
+            line += "; " + ", ".join(f"{k}={env.get(k)}" for k in BLAS)
             line += " as on this machine"
     return line + "."
-
-
-def _rows(columns: list[str], rows: list[list]) -> str:
-    """A markdown table of already formatted cells."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def _runs(seconds: list[float], digits: int = 1) -> str:
@@ -455,7 +448,7 @@ def head_epochs(r: dict) -> str:
                f"× the time of Keras' numpy input with 1 step per call ({r['epochs']} epochs, "
                f"batch {r['batch']}, {_n(r['repeats'], 'repeat')}, round-robin). The two "
                f"`tf.data` rows {pair}; the numpy rows shuffle differently.")  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{reading}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{reading}\n"
 
 
 def overhead(r: dict) -> str:
@@ -466,7 +459,7 @@ def overhead(r: dict) -> str:
     overrides = " ".join(r["train_overrides"])
     note = (f"`src.train` runs `experiment=mnist {overrides}`; {_n(r['repeats'], 'repeat')}, "
             "round-robin.")  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{note}\n"
 
 
 def throughput(r: dict) -> str:
@@ -493,7 +486,7 @@ def throughput(r: dict) -> str:
             f"{r['peak_gflops']:.0f} GFLOP/s (2048×2048, best of 10); "
             f"{_n(r['repeats'], 'repeat')} × {_n(r['epochs'], 'epoch')}. Target ≤ 0.5 × the "
             f"reference's epoch time at equal or better val loss: {verdict}.")  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{note}\n"
 
 
 def tracking(r: dict) -> str:
@@ -518,7 +511,7 @@ def tracking(r: dict) -> str:
     columns = ["run", "wall (s, median)", "runs (s)", "tracking overhead: ≤ 3 %",
                "of which log_model (s)", "reached (median)"]  # fmt: skip
     note = f"{_n(r['repeats'], 'repeat')}, alternating."
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{note}\n"
 
 
 def _cell(x: float | str) -> str:
@@ -536,7 +529,7 @@ def log_model(r: dict) -> str:
     """benchmarks/log_model.py: where src.tracking.log_model's time goes, per model."""
     rows = [[name, f"{x['median']:.3f}", _runs(x["seconds"], 3)] for name, x in r["steps"].items()]
     note = f"{_n(r['repeats'], 'repeat')} after the first call in the process."
-    return f"{_source(r)}\n\n{_rows(['step', 'seconds (median)', 'runs (s)'], rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(['step', 'seconds (median)', 'runs (s)'], rows)}\n\n{note}\n"
 
 
 def pipeline_tax(r: dict) -> str:
@@ -552,7 +545,7 @@ def pipeline_tax(r: dict) -> str:
     note = (f"{_n(r['epochs'], 'epoch')}, batch {r['batch']}, learning rate "
             f"{r['learning_rate']:g}; {_n(r['repeats'], 'repeat')}, round-robin; every command a "
             "fresh process.")  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{note}\n"
 
 
 def startup(r: dict) -> str:
@@ -565,7 +558,7 @@ def startup(r: dict) -> str:
         rows.append([name, f"{t:.2f}", _runs(x["seconds"], 2), limit, met, x["heavy"]])
     columns = ["command", "wall (s, median)", "runs (s)", "target (s)", "target",
                "heavy modules imported"]  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{_n(r['repeats'], 'repeat')} each.\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{_n(r['repeats'], 'repeat')} each.\n"
 
 
 RAW_BUDGET = 0.003  # the most val accuracy the raw baseline may lose for speed
@@ -588,7 +581,7 @@ def evaluation_raw(r: dict) -> str:
             f"val accuracy {after['val acc'] - before['val acc']:+.4f} against it (budget: at "
             f"most {RAW_BUDGET} lower): **{_verdict(lost <= RAW_BUDGET)}**. scikit-learn "
             f"{r['sklearn']}; {_n(r['repeats'], 'repeat')}, round-robin.")  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{note}\n"
 
 
 def evaluation_tsne(r: dict) -> str:
@@ -606,7 +599,7 @@ def evaluation_tsne(r: dict) -> str:
             f"5-NN accuracy on its map against before: {knn} (budget: at most {TSNE_BUDGET} "
             f"lower): **{_verdict(kept)}**; {_n(r['repeats'], 'repeat')}, "
             "round-robin.")  # fmt: skip
-    return f"{_source(r)}\n\n{_rows(columns, rows)}\n\n{note}\n"
+    return f"{_source(r)}\n\n{table(columns, rows)}\n\n{note}\n"
 
 
 def sweep_load(r: dict) -> str:

@@ -10,7 +10,6 @@ hit them alike; epoch time is the median over repeats of the median epoch after 
 import argparse
 import contextlib
 import io
-import os
 import sys
 import time
 
@@ -20,6 +19,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 from benchmarks._common import (
     BOTTLENECK,
     HIDDEN,
+    blas_env,
     header,
     load_avg,
     load_mnist,
@@ -28,8 +28,6 @@ from benchmarks._common import (
     table,
     write_results,
 )
-
-BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -202,7 +200,7 @@ def main() -> None:
         "epochs": a.epochs, "repeats": a.repeats, "n_train": len(arrays["x_train"]),
         "n_val": len(arrays["x_val"]), "gflop_per_epoch": flops / 1e9, "peak_gflops": peak,
         "reference": ref, "ref_val_loss": target, "loads": loads,
-        "blas_env": {k: os.environ.get(k) for k in BLAS}, "variants": summary,
+        "blas_env": blas_env(), "variants": summary,
     }, started)  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import (
     ROOT,
+    blas_env,
     header,
     load_avg,
     load_mnist,
@@ -32,8 +33,6 @@ from benchmarks._common import (
     table,
     write_results,
 )
-
-BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow numpy
 
 
 def compose(overrides: list[str]):
@@ -213,7 +212,7 @@ def main() -> None:
         f"{', '.join(loads)}\nTarget: overhead <= 3 % of training time."
     )
     write_results("tracking", {"repeats": a.repeats, "store_creation": create, "loads": loads,
-                               "blas_env": {k: os.environ.get(k) for k in BLAS}, **raw},
+                               "blas_env": blas_env(), **raw},
                   started)  # fmt: skip
 
 
