@@ -89,7 +89,8 @@ def main() -> None:
     plain.append(f"--learning-rate={lr}")
     stage = [
         sys.executable, "-m", "src.pretrain", "--config-dir", str(ROOT), "--config-name",
-        "params", f"paths.prepared={prepared}", f"pretrain.epochs={e}",
+        "params", f"paths.prepared={prepared}", "model.hidden=[128,64]", "bottleneck=32",
+        f"pretrain.epochs={e}",
         f"pretrain.batch_size={b}", f"pretrain.learning_rate={lr}",
     ]  # fmt: skip
     variants = {
@@ -102,6 +103,7 @@ def main() -> None:
         variants["plain Keras script, autoencoder + classifier"] = plain
         variants["python -m src.train experiment=mnist (all stages)"] = [
             sys.executable, "-m", "src.train", "experiment=mnist", f"dataset.path={MNIST}",
+            "model.hidden=[128,64]", "bottleneck=32",
             f"pretrain.epochs={e}", f"pretrain.batch_size={b}", f"classify.epochs={e}",
             f"classify.batch_size={b}", "sweep.reuse_autoencoder=false", "hydra.run.dir=run",
         ]  # fmt: skip

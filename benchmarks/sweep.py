@@ -5,13 +5,13 @@ on commit REV (a temporary git worktree), alternately, median of --repeats.
 
 Usage: python benchmarks/sweep.py [--bottlenecks 4,8,16] [--dropouts 0.0,0.25,0.5] [override ...]
        python benchmarks/sweep.py --against 4684113 --bottlenecks 8,32 --repeats 2
-Each command runs with its own temporary MLflow store, cache and sweep folder; prints a table.
+Each command runs with its own temporary MLflow store, cache and sweep folder; prints a table
+and writes benchmarks/results/sweep_shared.json (or sweep_against.json with --against).
 """
 
 import argparse
 import csv
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,7 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
-from benchmarks._common import meta, write_results  # noqa: E402
+from benchmarks._common import blas_env, meta, write_results  # noqa: E402
+
+TARGET = 0.5  # sweep / independent runs, benchmarks/README.md
 
 
 def timed(args: list[str], workdir: Path, root: Path = ROOT) -> float:
@@ -79,7 +81,7 @@ def against(rev: str, grid: list[str], repeats: int) -> None:
     print(f"\nthis tree / {rev} = {ratio:.2f}")
     write_results("sweep_against", {"against": rev, "grid": grid, "repeats": repeats,
                                     "seconds": times, "mean_test_accuracy": accuracy,
-                                    "ratio": ratio}, started)  # fmt: skip
+                                    "ratio": ratio, "blas_env": blas_env()}, started)  # fmt: skip
 
 
 def main() -> None:
@@ -93,48 +95,44 @@ def main() -> None:
     grid = [f"bottleneck={a.bottlenecks}", f"dropout={a.dropouts}", *a.overrides]
     if a.against:
         return against(a.against, grid, a.repeats)
-    points = [(b, d) for b in a.bottlenecks.split(",") for d in a.dropouts.split(",")]
+    shared(a.bottlenecks, a.dropouts, a.overrides)
+
+
+def shared(bottlenecks: str, dropouts: str, overrides: list[str]) -> None:
+    """The sweep against its points as independent runs, and joblib against sequential; printed
+    and written to benchmarks/results/sweep_shared.json."""
+    started = meta()
+    grid = [f"bottleneck={bottlenecks}", f"dropout={dropouts}", *overrides]
+    points = [(b, d) for b in bottlenecks.split(",") for d in dropouts.split(",")]
+    alone = ["sweep.reuse_autoencoder=false", "sweep.reuse_baselines=false", *overrides]
+    small = ["bottleneck=4,8", "dropout=0.0,0.5", *overrides]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sweep_dir = Path(tmp) / "sweep"
-        sweep = timed([*grid, "-m"], sweep_dir)
-        rows.append(
-            ("3x3 sweep, autoencoders reused (1 process)", sweep, mean_accuracy(sweep_dir))
-        )
-        independent = sum(
-            timed(
-                [
-                    f"bottleneck={b}",
-                    f"dropout={d}",
-                    "sweep.reuse_autoencoder=false",
-                    "sweep.reuse_baselines=false",
-                    *a.overrides,
-                ],  # fmt: skip
-                Path(tmp) / f"point-{b}-{d}",
-            )  # fmt: skip
-            for b, d in points
-        )
-        rows.append((f"{len(points)} independent runs (1 process each)", independent, None))
-        small = ["bottleneck=4,8", "dropout=0.0,0.5", *a.overrides]
-        seq_dir, par_dir = Path(tmp) / "seq", Path(tmp) / "par"
-        sequential = timed([*small, "-m"], seq_dir)
-        rows.append(("2x2 sweep, basic launcher (sequential)", sequential, mean_accuracy(seq_dir)))
-        parallel = timed(
-            [*small, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "-m"], par_dir
-        )
-        rows.append(("2x2 sweep, joblib launcher, 2 jobs", parallel, mean_accuracy(par_dir)))
+        tmp = Path(tmp)
+        seconds = timed([*grid, "-m"], tmp / "sweep")
+        rows.append(row(f"{len(points)}-point sweep, work shared (1 process)", seconds,
+                        tmp / "sweep"))  # fmt: skip
+        seconds = sum(timed([f"bottleneck={b}", f"dropout={d}", *alone], tmp / f"point-{b}-{d}")
+                      for b, d in points)  # fmt: skip
+        rows.append(row(f"{len(points)} independent runs (1 process each)", seconds, None))
+        seconds = timed([*small, "-m"], tmp / "seq")
+        rows.append(row("2x2 sweep, basic launcher (sequential)", seconds, tmp / "seq"))
+        joblib = [*small, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "-m"]
+        seconds = timed(joblib, tmp / "par")
+        rows.append(row("2x2 sweep, joblib launcher, 2 jobs", seconds, tmp / "par"))
+    for r in rows:
+        accuracy = f"{r['mean_test_accuracy']:.4f}" if r["mean_test_accuracy"] else "-"
+        print(f"| {r['setting']} | {r['seconds']:.1f} s | {accuracy} |")
+    ratios = {"sweep / independent": rows[0]["seconds"] / rows[1]["seconds"],
+              "joblib 2 jobs / sequential": rows[3]["seconds"] / rows[2]["seconds"]}  # fmt: skip
+    print("\n".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    write_results("sweep_shared", {"grid": grid, "target": TARGET, "rows": rows,
+                                   "ratios": ratios, "blas_env": blas_env()}, started)  # fmt: skip
 
-    print(
-        f"# sweep benchmark, {date.today()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; command: python benchmarks/sweep.py {' '.join(sys.argv[1:])}"
-    )
-    print(f"| {'setting':<45} | wall time (s) | mean test accuracy |")
-    print(f"|{'-' * 47}|---------------|--------------------|")
-    for name, seconds, accuracy in rows:
-        acc = f"{accuracy:.4f}" if accuracy is not None else "-"
-        print(f"| {name:<45} | {seconds:>13.1f} | {acc:>18} |")
-    print(f"\nsweep / independent = {sweep / independent:.2f} (target <= 0.35)")
-    print(f"joblib 2 jobs / sequential = {parallel / sequential:.2f}")
+
+def row(setting: str, seconds: float, sweep_dir: Path | None) -> dict:
+    accuracy = mean_accuracy(sweep_dir) if sweep_dir else None
+    return {"setting": setting, "seconds": seconds, "mean_test_accuracy": accuracy}
 
 
 if __name__ == "__main__":
