@@ -5,7 +5,7 @@ A block sits between `<!-- publish:NAME -->` and `<!-- /publish:NAME -->`; BLOCK
 results file and the function that renders it. The results files are written by the commands
 that measure them (benchmarks/answer.py, benchmarks/sweep.py, `dvc repro`), never by hand.
 
-Usage: python -m benchmarks.publish [--check]
+Usage: python -m benchmarks.publish [--check | --list]
 """
 
 import argparse
@@ -787,10 +787,37 @@ def publish(root: Path = ROOT, check: bool = False) -> list[str]:
     return stale
 
 
+def _commands(path: Path) -> str:
+    """The command(s) that wrote a results file: its own, or each entry's (rows, tiers)."""
+    r = json.loads(path.read_text())
+    if "command" in r:
+        return f"`{r['command']}`"
+    entries = [x for key in ("rows", "tiers") if isinstance(r.get(key), dict)
+               for x in r[key].values()]  # fmt: skip
+    commands = dict.fromkeys(x["command"] for x in entries if "command" in x)
+    return ", ".join(f"`{c}`" for c in commands) or "`dvc repro`"
+
+
+def listing(root: Path = ROOT) -> str:
+    """A markdown table: each published block, the file it is in, its results file and the
+    command that wrote that file."""
+    rows = []
+    for path in sorted({p for pattern in DOCS for p in root.glob(pattern)}):
+        for m in BLOCK.finditer(path.read_text()):
+            source = BLOCKS[m.group(2)][0]
+            where = str(path.relative_to(root))
+            rows.append([m.group(2), where, source, _commands(root / source)])
+    return table(["block", "in", "results file", "written by"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 if stale")
-    stale = publish(check=parser.parse_args().check)
+    parser.add_argument("--list", action="store_true", help="each block: where, file, command")
+    args = parser.parse_args()
+    if args.list:
+        return print(listing())
+    stale = publish(check=args.check)
     verb = "differs from its results file" if "--check" in sys.argv else "rewritten"
     for block in stale:
         print(f"{block} {verb}")

@@ -62,8 +62,9 @@ def test_an_unknown_block_or_a_missing_results_file_is_named(tmp_path):
         publish.publish(root, check=True)
 
 
-SPEED_BLOCKS = ["head-epochs", "overhead", "sweep-against", "throughput", "tracking", "log-model",
-                "pipeline-tax", "startup", "evaluation-raw", "evaluation-tsne"]  # fmt: skip
+SPEED_BLOCKS = ["head-epochs", "overhead", "sweep-against", "sweep-shared", "throughput",
+                "tracking", "log-model", "pipeline-tax", "startup", "evaluation-raw",
+                "evaluation-tsne"]  # fmt: skip
 
 
 def test_every_speed_table_of_benchmarks_readme_is_a_published_block():
@@ -97,3 +98,24 @@ def test_met_and_missed_follow_the_numbers_not_the_text(tmp_path):
     assert "| python -m src.train --help | 9.00 | " in text
     row = text[text.index("| python -m src.train --help | 9.00 | ") :].splitlines()[0]
     assert "| missed |" in row
+
+
+def test_a_number_of_the_mnist_table_edited_by_hand_fails_the_check(tmp_path):
+    root = _copy(tmp_path)
+    page = root / "docs/mnist.md"
+    original = page.read_text()
+    start = original.index("<!-- publish:mnist-table -->")
+    cell = original.index("| **0.", start) + len("| **0.")
+    page.write_text(original[:cell] + "1" + original[cell:])  # one digit more
+    assert publish.publish(root, check=True) == ["docs/mnist.md: publish:mnist-table"]
+    assert publish.publish(root) == ["docs/mnist.md: publish:mnist-table"]
+    assert page.read_text() == original
+
+
+def test_the_listing_names_every_block_its_results_file_and_command():
+    listing = publish.listing()
+    for path in [ROOT / "README.md", ROOT / "benchmarks/README.md", *ROOT.glob("docs/*.md")]:
+        for m in publish.BLOCK.finditer(path.read_text()):
+            row = next(r for r in listing.splitlines() if r.startswith(f"| {m.group(2)} | "))
+            source = publish.BLOCKS[m.group(2)][0]
+            assert f"| {source} | `" in row and (ROOT / source).is_file()
