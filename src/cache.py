@@ -71,6 +71,10 @@ class Cache:
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
+    def has(self, name: str, inputs: dict[str, Any], code: Code) -> bool:
+        """Whether the entry of these inputs and code is there already."""
+        return self.root is not None and (self.root / name / self.key(name, inputs, code)).is_dir()
+
     def folder(
         self,
         name: str,

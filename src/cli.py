@@ -3,8 +3,10 @@ prepared data, run the stage inside its MLflow run, and report errors as one lin
 
 import argparse
 import functools
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from src.config import select_params, validate
-from src.runtime import UserError, quiet_tensorflow, user_errors
+from src.runtime import UserError, first_line, quiet_tensorflow, user_errors
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # what hydra.main's "../conf" names
 
@@ -23,10 +25,14 @@ def run_stage(
     params: list[str],
     run: Callable[[DictConfig, dict[str, np.ndarray] | None], Any],
     reads_prepared: bool = True,
+    check: Callable[[DictConfig], None] | None = None,
 ) -> None:
-    """`run(cfg, arrays)` for the checked config, with paths.prepared's arrays (or None)."""
+    """`run(cfg, arrays)` for the checked config, with paths.prepared's arrays (or None);
+    `check(cfg)` first, before TensorFlow loads, for what the stage alone can tell quickly."""
     with user_errors():
         cfg = validate(cfg)
+        if check:
+            check(cfg)
         quiet_tensorflow()
         from src import data, files, tracking
 
@@ -40,7 +46,8 @@ def run_stage(
 
 def checked_choices(main: Callable[..., Any]) -> Callable[..., Any]:
     """Around a hydra.main on conf/: an unknown option of a config group on the command line
-    (`experiment=nonexistent`) stops it with one `error:` line before Hydra composes."""
+    (`experiment=nonexistent`) stops it with one `error:` line before Hydra composes, and so
+    does what Hydra finds while composing (one_line_errors)."""
 
     @functools.wraps(main)
     def checked(*args: Any) -> Any:
@@ -49,7 +56,72 @@ def checked_choices(main: Callable[..., Any]) -> Callable[..., Any]:
                 check_choices(command_line_overrides(sys.argv[1:]))
         return main(*args)
 
-    return checked
+    return one_line_errors(checked)
+
+
+def one_line_errors(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Around a hydra.main: Hydra's errors while composing the config as one `error:` line."""
+
+    @functools.wraps(main)
+    def composed(*args: Any) -> Any:
+        if args:  # a caller passing a config: Hydra composes nothing
+            return main(*args)
+        with composition_errors(command_line_overrides(sys.argv[1:])):
+            return main()
+
+    return composed
+
+
+@contextmanager
+def composition_errors(overrides: list[str]) -> Iterator[None]:
+    """Hydra's own errors (a misspelt key, an override it cannot parse, an option of one of its
+    own groups) as one `error:` line, composition_error, instead of its report of several.
+    HYDRA_FULL_ERROR=1 makes Hydra raise them rather than report them; set by the user, it
+    keeps Hydra's own report and traceback."""
+    from hydra.errors import CompactHydraException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except CompactHydraException as e:
+        raise SystemExit(f"error: {composition_error(e, overrides)}") from None
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def composition_error(error: Exception, overrides: list[str]) -> str:
+    """The line for an error of Hydra's: a key the config lacks with the keys it has, an option
+    its group lacks with the options, an override it cannot read; else its message."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    cause = error.__cause__
+    if isinstance(error, OverrideParseException):
+        return (f"{error.override} cannot be read ({first_line(error)}): see "
+                "https://hydra.cc/docs/advanced/override_grammar/basic/")  # fmt: skip
+    if isinstance(error, MissingConfigException) and error.options and error.missing_cfg_file:
+        group, _, choice = error.missing_cfg_file.rpartition("/")
+        options = ", ".join(error.options)
+        return f"{group}={choice} is not allowed: {group} must be one of {options}"
+    if "not in struct" in str(cause) and getattr(cause, "parent_node", None) is not None:
+        return unknown_key(str(cause.full_key), list(cause.parent_node.keys()), overrides)
+    return " ".join(str(error).split())
+
+
+def unknown_key(full_key: str, siblings: list[str], overrides: list[str]) -> str:
+    """`pretrain.foo=3 is not allowed: pretrain has no key foo; its keys are epochs, ...`, or the
+    key meant when one is close (`bottlenek`: did you mean bottleneck?)."""
+    import difflib
+
+    parent, _, key = full_key.rpartition(".")
+    given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), full_key)
+    keys = [k for k in siblings if k != "hydra"]
+    close = difflib.get_close_matches(key, keys, n=1)
+    hint = (f"did you mean {'.'.join(filter(None, [parent, close[0]]))}?" if close
+            else f"its keys are {', '.join(keys)}")  # fmt: skip
+    return f"{given} is not allowed: {parent or 'the config'} has no key {key}; {hint}"
 
 
 def command_line_overrides(argv: list[str]) -> list[str]:

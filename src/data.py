@@ -4,6 +4,8 @@ import contextlib
 import gzip
 import io
 import logging
+import os
+import socket
 import zipfile
 from pathlib import Path
 
@@ -34,6 +36,13 @@ LOCAL_COPIES = {  # an example of dataset.path for each, as README and conf/data
     "mnist": "../shared/data/mnist.npz",
     "fashion_mnist": "/usr/share/datasets/fashion-mnist",
 }
+KERAS_HOST = "storage.googleapis.com"  # where keras.datasets downloads them from
+KERAS_FILES = {  # what keras.datasets keeps of each in $KERAS_HOME/datasets (~/.keras)
+    "mnist": ["mnist.npz"],
+    "fashion_mnist": [f"fashion-mnist/{kind}-{what}-idx{n}-ubyte.gz"
+                      for kind in ("train", "t10k") for what, n in (("labels", 1), ("images", 3))],
+}  # fmt: skip
+KERAS_TMP = Path("/tmp/.keras")  # where Keras keeps them when $KERAS_HOME is not writable
 IDX_FILES = {  # the four files of the original MNIST / Fashion-MNIST distributions
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
@@ -85,6 +94,34 @@ def read_path(path: str) -> dict[str, np.ndarray]:
     )
 
 
+def not_downloaded(name: str, reason: str) -> UserError:
+    """The one line for a keras.datasets dataset that is neither on disk nor downloadable."""
+    example = LOCAL_COPIES.get(name, f"{name}.npz")
+    return UserError(
+        f"{name} is not in ~/.keras/datasets and could not be downloaded ({reason}): set "
+        f"dataset.path= to a local copy, e.g. dataset.path={example} (a .npz with x_train, "
+        "y_train, x_test and y_test, or a folder of the four IDX .gz files)"
+    )
+
+
+def keras_cached(name: str) -> bool:
+    """Whether keras.datasets has `name` on disk, where it reads it without a network: in
+    $KERAS_HOME (default ~/.keras), or /tmp/.keras where that is not writable."""
+    homes = [Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser(), KERAS_TMP]
+    return any(all((home / "datasets" / f).is_file() for f in KERAS_FILES[name]) for home in homes)
+
+
+def check_download(name: str, path: str | None) -> None:
+    """Before TensorFlow loads, in a second: a dataset that keras.datasets would download, on a
+    machine that cannot look up its server, stops with load_keras' one line."""
+    if path is not None or name not in KERAS_FILES or keras_cached(name):
+        return
+    try:
+        socket.getaddrinfo(KERAS_HOST, 443)
+    except OSError as e:  # socket.gaierror: no network, no DNS
+        raise not_downloaded(name, str(e)) from None
+
+
 def load_keras(name: str) -> dict[str, np.ndarray]:
     """Download (or read from ~/.keras/datasets) a dataset that ships with keras.datasets; Keras'
     own "Downloading data from" line and progress bar are held back, so that a failed download
@@ -96,12 +133,7 @@ def load_keras(name: str) -> dict[str, np.ndarray]:
         with contextlib.redirect_stdout(said):
             (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     except Exception as e:  # no network, a damaged cache, ...
-        raise UserError(
-            f"{name} is not in ~/.keras/datasets and could not be downloaded "
-            f"({download_error(e)}): set dataset.path= to a local copy, e.g. "
-            f"dataset.path={LOCAL_COPIES.get(name, f'{name}.npz')} (a .npz with x_train, "
-            "y_train, x_test and y_test, or a folder of the four IDX .gz files)"
-        ) from None
+        raise not_downloaded(name, download_error(e)) from None
     if "Downloading" in said.getvalue():
         log.info("downloaded %s into ~/.keras/datasets", name)
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}

@@ -18,6 +18,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from src import cli
 from src.files import write_csv
 from src.runtime import UserError, first_line, quiet_tensorflow, user_errors
 
@@ -130,6 +131,7 @@ def predict(model, x: np.ndarray, class_names: list[str], batch_size: int = 256)
     ]
 
 
+@cli.one_line_errors
 @hydra.main(config_path="../conf/predict", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with user_errors():

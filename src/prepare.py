@@ -31,7 +31,14 @@ def run(cfg: DictConfig, out: Path = Path(".")) -> dict[str, np.ndarray]:
 @cli.checked_choices
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    cli.run_stage(cfg, "prepare", PARAMS, lambda cfg, _: run(cfg), False)
+    cli.run_stage(cfg, "prepare", PARAMS, lambda cfg, _: run(cfg), False, check_dataset)
+
+
+def check_dataset(cfg: DictConfig) -> None:
+    """Before TensorFlow loads: a dataset to download on a machine offline is one line at once."""
+    from src import data
+
+    data.check_download(cfg.dataset.name, cfg.dataset.path)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The classifier as an MLflow pyfunc model that takes raw pixels: the Keras model behind the
 training preprocessing (its record: pixel range, image shape, class names), so that
-`mlflow models serve` accepts the images a client has and answers with classes and names."""
+`mlflow models serve` accepts the images a client has and answers with classes and names, and
+refuses other requests with a short HTTP 400 saying what it takes."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from src import data, models
 from src.runtime import UserError
@@ -48,6 +52,41 @@ def classify(model: keras.Model, x: np.ndarray, record: dict) -> pd.DataFrame:
     )
 
 
+class RequestError(MlflowException):
+    """A request the served model refuses: HTTP 400 with this message alone. MLflow's scoring
+    server puts the request's data in front of a model's message (every pixel of a small
+    request) and answers with serialize_as_json, which leaves it out."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self.short = message
+
+    def serialize_as_json(self) -> str:
+        return json.dumps({"error_code": self.error_code, "message": self.short})
+
+
+def served_shape(record: dict) -> tuple[int, ...]:
+    """An image's shape in a request: (h, w) for grey images, (h, w, 3) for colour ones."""
+    h, w, c = record["image_shape"]
+    return (h, w) if c == 1 else (h, w, c)
+
+
+def checked_request(model_input: object, record: dict) -> np.ndarray:
+    """The request's images as float64, or a RequestError naming the shape and pixels it
+    takes. The check is the model's, not its signature's: MLflow's refusal repeats the pixels."""
+    x = np.asarray(model_input)
+    shape, (lo, hi) = served_shape(record), record["pixel_range"]
+    numeric = np.issubdtype(x.dtype, np.number)
+    if numeric and x.shape[1:] == shape and x.ndim == len(shape) + 1:
+        return x.astype(np.float64)
+    got = f"shape {x.shape}" if numeric else f"values of type {x.dtype}"
+    expected = ", ".join(["n", *map(str, shape)])
+    raise RequestError(
+        f"inputs must be a batch of images of shape ({expected}) with pixels in {lo:g}..{hi:g}, "
+        f"as the training images; got {got}"
+    )
+
+
 class Classifier(mlflow.pyfunc.PythonModel):
     """The logged Keras classifier (artifact `classifier`) with its record (the model config)."""
 
@@ -61,19 +100,20 @@ class Classifier(mlflow.pyfunc.PythonModel):
         model_input: np.ndarray,
         params: dict | None = None,
     ) -> pd.DataFrame:
-        return classify(self.model, model_input, self.record)
+        return classify(self.model, checked_request(model_input, self.record), self.record)
 
 
 def signature(raw: np.ndarray, output: pd.DataFrame) -> "mlflow.models.ModelSignature":
-    """The signature inferred from an example, without MLflow's hint that the integer `class`
-    column cannot hold missing values (it never does)."""
+    """The output's signature, inferred from an example (without MLflow's hint that the integer
+    `class` column cannot hold missing values: it never does). No input schema: Classifier
+    checks requests itself (checked_request); the input example shows one."""
     import warnings
 
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        return infer_signature(raw, output)
+        return ModelSignature(outputs=infer_signature(raw, output).outputs)
 
 
 def log_classifier(

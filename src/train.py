@@ -42,22 +42,36 @@ def source_stamp(path: str | None) -> list[list]:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
+def prepared_inputs(cfg: DictConfig) -> dict[str, Any]:
+    """What prepared data is cached by: its config, the size and time of the dataset's files."""
+    d = cfg.dataset
+    return {"dataset": OmegaConf.to_container(d, resolve=True), "seed": cfg.seed,
+            "source": source_stamp(d.path)}  # fmt: skip
+
+
 def prepared_data(cfg: DictConfig) -> tuple[dict[str, np.ndarray], Path]:
     """Prepared arrays for cfg.dataset and cfg.seed, and their .npz file: a cache entry keyed by
-    their config, the size and time of the dataset's files, and data.prepare's code."""
+    prepared_inputs and data.prepare's code."""
     from src import data
 
     d = cfg.dataset
-    inputs = {"dataset": OmegaConf.to_container(d, resolve=True), "seed": cfg.seed,
-              "source": source_stamp(d.path)}  # fmt: skip
     name = f"{d.name}.npz"
 
     def prepare(folder: Path) -> None:
         arrays = data.prepare(d.name, d.test_size, d.val_size, cfg.seed, d.path, d.class_names)
         data.save(arrays, folder / name)
 
-    path = Cache(cfg.paths.cache).folder("prepared", inputs, prepare, code=data) / name
-    return data.load(path), path
+    entry = Cache(cfg.paths.cache).folder("prepared", prepared_inputs(cfg), prepare, code=data)
+    return data.load(entry / name), entry / name
+
+
+def check_dataset(cfg: DictConfig) -> None:
+    """Before TensorFlow loads: a dataset to download on a machine offline is one line at once,
+    unless the cache holds its prepared data."""
+    from src import data
+
+    if not Cache(cfg.paths.cache).has("prepared", prepared_inputs(cfg), code=data):
+        data.check_download(cfg.dataset.name, cfg.dataset.path)
 
 
 def autoencoder_inputs(cfg: DictConfig, data_hash: str) -> dict[str, Any]:
@@ -212,7 +226,7 @@ def main(cfg: DictConfig) -> float | None:
     with user_errors():
         ctx = context.current()
         if ctx is None:  # config errors before TensorFlow loads; a sweep's run_job records them
-            validate(cfg)
+            check_dataset(validate(cfg))
         quiet_tensorflow()
         run_name = job.run_name(ctx, list(hc.overrides.task), hc.job.override_dirname)
         result = run_job(cfg, out, run_name, ctx)

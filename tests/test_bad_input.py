@@ -8,6 +8,7 @@ only a process shows: exit code 1, one `error:` line on stderr and no traceback.
 
 import hashlib
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from src import cli
+from src.runtime import UserError
 from tests.conftest import TINY, copy_project, make_cfg, mlflow_store, run_cli, run_stages
 
 POSITIVE, RATE, DROPOUT = "a positive integer", "a number in (0, 1]", "a number in [0, 1)"
@@ -126,18 +128,69 @@ COMMAND_LINE = [
         ["dataset=mnist", "dataset.path=no/mnist.npz"],
         "error: dataset.path='no/mnist.npz' not found (relative paths start at",
     ),
-    # Hydra's own error, naming the key
-    ("pretrain", ["botleneck=8"], "Key 'botleneck' is not in struct"),
+    # a key the config lacks, found by Hydra while it composes, in one line
+    (
+        "pretrain",
+        ["botleneck=8"],
+        "error: botleneck=8 is not allowed: the config has no key botleneck; did you mean "
+        "bottleneck?",
+    ),
     # an option its config group lacks, refused before Hydra composes
     ("pretrain", ["model=foo"], "error: " + UNKNOWN_CHOICE[2][2]),
 ]
+# (command, overrides, the message): what Hydra finds while it composes the config, in one
+# line: a key the config lacks (with the keys it has), an override it cannot read, an option of
+# one of Hydra's own groups, a swept key (before the sweep's parent run); else its message
+COMPOSING = [
+    ("train", ["bottlenek=8"],
+     "bottlenek=8 is not allowed: the config has no key bottlenek; did you mean bottleneck?"),
+    ("pretrain", ["pretrain.foo=3"],
+     "pretrain.foo=3 is not allowed: pretrain has no key foo; its keys are epochs, batch_size, "
+     "learning_rate, patience, loss, noise_factor"),
+    ("classify", ["model.filters=[8]"],
+     "model.filters=[8] is not allowed: model has no key filters; its keys are name, hidden, "
+     "activation"),
+    ("evaluate", ["nosuchkey=1"],
+     "nosuchkey=1 is not allowed: the config has no key nosuchkey; its keys are bottleneck, "
+     "dropout, seed, pretrain, classify, evaluate, sweep, paths, dataset, model, mlflow"),
+    ("train", ["bottleneck=[1,"],
+     "bottleneck=[1, cannot be read (no viable alternative at input '[1,'): see "
+     "https://hydra.cc/docs/advanced/override_grammar/basic/"),
+    ("train", ["-m", "hydra/sweeper=nosuch"],
+     "hydra/sweeper=nosuch is not allowed: hydra/sweeper must be one of basic, optuna"),
+    ("train", ["-m", "dropout=0.0,0.5", "bottlenek=8,32"],
+     "bottlenek=8,32 is not allowed: the config has no key bottlenek; did you mean bottleneck?"),
+    ("predict", ["inptu=x"],
+     "inptu=x is not allowed: the config has no key inptu; did you mean input?"),
+    ("prepare", ["~nokey"], "Could not delete from config. 'nokey' does not exist."),
+]  # fmt: skip
 # (command, overrides, the message): config errors that must come before TensorFlow loads
 BEFORE_TENSORFLOW = [
     ("train", ["bottleneck=-4"], refused("bottleneck=-4", POSITIVE)),
     ("train", ["experiment=nonexistent"], UNKNOWN_CHOICE[0][2]),
     ("prepare", ["dropout=1.0"], refused("dropout=1.0", "a number in [0, 1)")),
     ("pretrain", ["model=foo"], UNKNOWN_CHOICE[2][2]),
+    ("train", ["-m", "bottleneck=8,32", "pretrain.foo=3"], COMPOSING[1][2]),  # a sweep's
 ]
+# A dataset keras.datasets must download, on a machine without a network: one line at once
+MNIST_OFFLINE = (
+    "mnist is not in ~/.keras/datasets and could not be downloaded ([Errno -2] Name or service "
+    "not known): set dataset.path= to a local copy, e.g. dataset.path=../shared/data/mnist.npz "
+    "(a .npz with x_train, y_train, x_test and y_test, or a folder of the four IDX .gz files)"
+)
+OFFLINE = [
+    ("train", ["dataset=mnist"], MNIST_OFFLINE),
+    ("prepare", ["dataset=mnist"], MNIST_OFFLINE),
+]
+# Before PROBE: no network (no DNS), and no copy of Keras' datasets on disk
+NO_NETWORK = """
+import socket
+from src import data
+def offline(*args, **kwargs):
+    raise socket.gaierror(-2, "Name or service not known")
+socket.getaddrinfo = offline
+data.keras_cached = lambda name: False
+"""
 # Runs a command as `python -m` does, then says on stderr whether TensorFlow was imported
 PROBE = """
 import runpy, sys
@@ -250,6 +303,43 @@ def test_unknown_group_option_is_one_line_listing_the_options(
 
 
 @pytest.mark.parametrize(
+    "command, overrides, message", COMPOSING, ids=[" ".join(c[1]) for c in COMPOSING]
+)
+def test_what_hydra_finds_while_composing_is_one_line(
+    monkeypatch, tmp_path, command, overrides, message
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        run_as_command(monkeypatch, command, overrides)
+    assert str(stopped.value) == f"error: {message}"
+    assert "HYDRA_FULL_ERROR" not in os.environ  # set only while Hydra composes and runs
+    assert not (tmp_path / "multirun").exists()  # a sweep stopped before its first point
+
+
+def test_hydra_full_error_set_by_the_user_keeps_hydras_own_report(monkeypatch, tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigCompositionException, match="Could not override 'bottlenek'"):
+        run_as_command(monkeypatch, "train", ["bottlenek=8"])
+
+
+def run_as_command(monkeypatch, command: str, overrides: list[str]) -> None:
+    """`python -m src.<command> <overrides>` in this process (hydra.main finds conf/ as then)."""
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", [f"src.{command}", *overrides])
+    try:
+        runpy.run_module(f"src.{command}", run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         ["experiment=mnist_conv", "model=conv", "dataset=fashion_mnist", "mlflow=server"],
@@ -306,3 +396,37 @@ def test_config_errors_come_before_tensorflow_loads(project, command, overrides,
     proc = run_cli(project, sys.executable, "-c", code, check=False)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == ["tensorflow imported: False", f"error: {message}"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "command, overrides, message", OFFLINE, ids=[f"{c[0]} {' '.join(c[1])}" for c in OFFLINE]
+)
+def test_a_dataset_to_download_offline_is_refused_before_tensorflow_loads(
+    project, command, overrides, message
+):
+    code = NO_NETWORK + PROBE.format(module=f"src.{command}", overrides=overrides)
+    proc = run_cli(project, sys.executable, "-c", code, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["tensorflow imported: False", f"error: {message}"]
+
+
+def test_src_train_offline_runs_on_from_its_cached_prepared_data(monkeypatch, tmp_path):
+    """The check before TensorFlow loads passes when the cache holds the prepared data, which
+    is all src.train reads of the dataset."""
+    from src import data, train
+    from src.cache import Cache
+    from src.config import validate
+
+    monkeypatch.setattr(data, "keras_cached", lambda name: False)
+    monkeypatch.setattr(data.socket, "getaddrinfo", _offline)
+    cfg = validate(make_cfg("dataset=mnist", f"paths.cache={tmp_path}"))
+    with pytest.raises(UserError, match="mnist is not in ~/.keras/datasets"):
+        train.check_dataset(cfg)
+    inputs = train.prepared_inputs(cfg)
+    (tmp_path / "prepared" / Cache(tmp_path).key("prepared", inputs, data)).mkdir(parents=True)
+    train.check_dataset(cfg)
+
+
+def _offline(*args, **kwargs):
+    raise OSError(-2, "Name or service not known")

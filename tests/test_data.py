@@ -1,3 +1,5 @@
+import socket
+
 import numpy as np
 import pytest
 
@@ -178,6 +180,38 @@ def test_missing_keras_download_says_how_to_get_the_data(monkeypatch):
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(UserError, match=r"could not be downloaded.*set dataset\.path="):
         data.prepare("mnist", None, 0.1, seed=0)
+
+
+def offline(*args, **kwargs):
+    """socket.getaddrinfo on a machine without a network (or DNS)."""
+    raise socket.gaierror(-2, "Name or service not known")
+
+
+def test_a_dataset_to_download_offline_is_refused_at_once_unless_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(data, "KERAS_TMP", tmp_path / "tmp-keras")
+    with pytest.raises(UserError) as refused:
+        data.check_download("mnist", None)
+    assert str(refused.value) == (  # what load_keras says when Keras' own download fails
+        "mnist is not in ~/.keras/datasets and could not be downloaded ([Errno -2] Name or "
+        "service not known): set dataset.path= to a local copy, e.g. "
+        "dataset.path=../shared/data/mnist.npz (a .npz with x_train, y_train, x_test and y_test, "
+        "or a folder of the four IDX .gz files)"
+    )
+    data.check_download("mnist", "../shared/data/mnist.npz")  # a local copy: no download
+    data.check_download("digits", None)  # built in
+    fashion = tmp_path / "tmp-keras/datasets"  # Keras' fallback when KERAS_HOME is read-only
+    for f in data.KERAS_FILES["fashion_mnist"][:3]:
+        (fashion / f).parent.mkdir(parents=True, exist_ok=True)
+        (fashion / f).write_bytes(b"")
+    with pytest.raises(UserError, match="fashion_mnist is not in"):  # one file short
+        data.check_download("fashion_mnist", None)
+    (fashion / data.KERAS_FILES["fashion_mnist"][3]).write_bytes(b"")
+    data.check_download("fashion_mnist", None)
+    (tmp_path / "keras/datasets").mkdir(parents=True)
+    (tmp_path / "keras/datasets/mnist.npz").write_bytes(b"")
+    data.check_download("mnist", None)  # Keras reads it without a network
 
 
 @pytest.mark.parametrize(

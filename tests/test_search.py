@@ -4,8 +4,10 @@ by workers that end together, and workers sharing a study on PostgreSQL."""
 
 import contextlib
 import csv
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -208,10 +210,18 @@ def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A folder after a 4-trial TPE search in this process (pruning on, not before epoch 20)."""
+    """A folder after a 4-trial TPE search in this process (pruning on, not before epoch 20),
+    with what the search printed in its console.txt."""
     workdir = tmp_path_factory.mktemp("searched")
-    train_multirun(workdir, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", *TINY)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        train_multirun(workdir, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", *TINY)
+    (workdir / "console.txt").write_text(console.getvalue())
     return workdir
+
+
+def parent_lines(said: str) -> list[str]:
+    return [line for line in said.splitlines() if "parent run" in line]
 
 
 def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searched, capsys):
@@ -221,6 +231,15 @@ def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searc
     # named like a grid's parent: the command's overrides, then the space it searches
     space = ["bottleneck=tag(log, int(interval(2, 64)))", "dropout=interval(0.0, 0.6)"]
     assert parent.info.run_name == " ".join([*TINY, *space])  # hydra.* overrides are Hydra's
+    # the console names it once, as a grid's, and the study once (none of Optuna's own lines)
+    said = (searched / "console.txt").read_text()
+    (line,) = parent_lines(said)
+    assert line.endswith(f"sweep parent run {parent.info.run_id} ({parent.info.run_name})")
+    assert len([line for line in said.splitlines() if "study train-" in line]) == 2  # start, end
+    assert "A new study created" not in said and "Using an existing study" not in said
+    # a progress line per trial, its sampled values as short as its run name's (t3-b12-d0.312)
+    values = re.findall(r"\] trial \d: bottleneck=(\d+) dropout=(\S+)  ", said)
+    assert len(values) == 4 and all(len(dropout) <= 6 for _, dropout in values), values
     assert all(c.info.status == "FINISHED" for c in children)
     assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == list(range(4))
     assert all(c.info.run_name.startswith(f"t{c.data.tags['optuna_trial']}-b") for c in children)
@@ -255,6 +274,8 @@ def test_tpe_search_trials_are_children_of_one_parent_with_the_studys_best(searc
     out = captured.out + captured.err
     assert "study train-" in out
     assert "A new study created" not in out and "Using an existing study" not in out  # Optuna's
+    (line,) = parent_lines(out)  # joined, not created: the same run, its study named
+    assert f"parent run {parent.info.run_id} ({parent.info.run_name}) of study train-" in line
 
 
 def test_pruning_stops_trials_with_a_learning_rate_that_cannot_train(tmp_path):

@@ -1,5 +1,6 @@
 """src.serving: the logged classifier takes raw pixels, in process and behind `mlflow models
-serve`, and answers as src.predict does on the same images."""
+serve`, and answers as src.predict does on the same images; it refuses other shapes in one
+sentence."""
 
 import contextlib
 import json
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -66,8 +68,7 @@ def test_logged_model_takes_raw_pixels_and_answers_as_src_predict(logged, tmp_pa
     np.testing.assert_allclose(probabilities.max(1), [r["probability"] for r in rows], atol=1e-6)
 
     info = mlflow.models.get_model_info(uri)
-    (tensor,) = info.signature.inputs.inputs
-    assert tensor.shape == (-1, 8, 8) and tensor.type == np.float64  # raw digits images
+    assert info.signature.inputs is None  # Classifier checks requests itself (below)
     assert info.signature.outputs.input_names() == ["class", "class_name", "probabilities"]
     assert info.metadata == {"preprocessing": record}
     example = mlflow.models.Model.load(uri).load_input_example(uri)
@@ -78,22 +79,60 @@ def test_logged_model_takes_raw_pixels_and_answers_as_src_predict(logged, tmp_pa
     assert (files / "code/src/serving.py").is_file()  # what the server imports the model from
 
 
-def test_flattened_images_are_refused_by_mlflow_naming_the_expected_shape(logged):
-    """MLflow's schema enforcement refuses them before Classifier.predict runs. Its message (and
-    the server's HTTP 400) repeats the pixels first; the shapes come last (docs/deployment.md)."""
+# What the served model answers to a request of another shape: one sentence, no pixels
+REFUSED = ("inputs must be a batch of images of shape (n, 8, 8) with pixels in 0..16, as the "
+           "training images; got shape {}")  # fmt: skip
+
+
+@pytest.mark.parametrize("x", [RAW[:1].reshape(1, 64), RAW[:2, ..., None], RAW[0], RAW[:, :4]],
+                         ids=["flattened", "channel axis", "one image", "cropped"])  # fmt: skip
+def test_other_shapes_are_refused_naming_the_shape_without_the_pixels(logged, x):
     uri, _ = logged
-    with pytest.raises(mlflow.exceptions.MlflowException) as refused:
-        mlflow.pyfunc.load_model(uri).predict(RAW[:1].reshape(1, 64))
-    expected = "Shape of input (1, 64) does not match expected shape (-1, 8, 8)."
-    assert str(refused.value).endswith(expected)
+    with pytest.raises(serving.RequestError) as refused:
+        mlflow.pyfunc.load_model(uri).predict(x)
+    assert str(refused.value) == REFUSED.format(x.shape)
+    refused.value.message = f"Failed to predict data '{x}'. {refused.value.message}"  # as MLflow
+    answer = json.loads(refused.value.serialize_as_json())  # the scoring server's HTTP body
+    assert answer == {"error_code": "INVALID_PARAMETER_VALUE", "message": REFUSED.format(x.shape)}
+    assert refused.value.get_http_status_code() == 400
+
+
+def test_integer_pixels_are_taken_and_text_is_refused(logged):
+    model = mlflow.pyfunc.load_model(logged[0])
+    as_floats, as_ints = model.predict(RAW[:3]), model.predict(RAW[:3].astype(int))
+    assert as_ints["class"].tolist() == as_floats["class"].tolist()
+    with pytest.raises(serving.RequestError, match=r"got values of type <U"):
+        model.predict(np.full((1, 8, 8), "x"))
+
+
+# What reads as an error or a warning in a server's log: TensorFlow's C++ start-up lines
+# (`E0000 ... cuInit`, `I0000 ... cudart_stub`), progress bars, Python warnings
+NOISE = ("I0000", "E0000", "W0000", "absl::", "cuInit", "cudart_stub", "Downloading artifacts",
+         "WARNING", "Warning", "Traceback")  # fmt: skip
+
+
+def post(url: str, inputs: list) -> tuple[int, dict]:
+    """POST {"inputs": inputs} to a scoring server's /invocations: (HTTP status, JSON answer)."""
+    request = urllib.request.Request(f"{url}/invocations",
+                                     data=json.dumps({"inputs": inputs}).encode(),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 @pytest.mark.e2e
 def test_mlflow_models_serve_answers_raw_pixels_as_src_predict(logged, tmp_path):
+    """Started as docs/deployment.md starts it: a log without TensorFlow's C++ lines, warnings
+    or progress bars; a flattened request gets a one-sentence HTTP 400."""
     uri, _ = logged
     port = free_port()
     # mlflow execs `uvicorn` by name: find it beside this Python even in a venv not activated
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # fmt: skip
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as in a user's shell
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager",
            "local", "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
     server = subprocess.Popen(
@@ -102,22 +141,25 @@ def test_mlflow_models_serve_answers_raw_pixels_as_src_predict(logged, tmp_path)
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )  # not the repo
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_answers(f"{url}/ping", server, 120)  # it loads TensorFlow first
-        request = urllib.request.Request(
-            f"{url}/invocations", data=json.dumps({"inputs": RAW[:2].tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        status, answer = post(url, RAW[:2].tolist())
+        flat_status, refusal = post(url, RAW[:1].reshape(1, 64).tolist())
     finally:
         with contextlib.suppress(ProcessLookupError):  # the server's group may be gone already
             os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        log = server.communicate(timeout=30)[1]
     rows, probabilities = predicted_by_src_predict(uri, tmp_path)
     served = answer["predictions"]
+    assert status == 200
     assert [p["class"] for p in served] == [r["class"] for r in rows[:2]]
     assert [p["class_name"] for p in served] == [r["class_name"] for r in rows[:2]]
     np.testing.assert_allclose([p["probabilities"] for p in served], probabilities[:2], atol=1e-6)
+    assert flat_status == 400
+    assert refusal == {"error_code": "INVALID_PARAMETER_VALUE",
+                       "message": REFUSED.format((1, 64))}  # fmt: skip
+    assert not [line for line in log.splitlines() if any(n in line for n in NOISE)], log

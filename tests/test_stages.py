@@ -3,6 +3,8 @@ replaced together."""
 
 import csv
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,24 @@ def test_stages_write_every_output_and_evaluate_scores_above_chance(ran):
     assert pngs == {"history.png", "confusion_matrix.png", "per_class_accuracy.png", "tsne.png",
                     "reconstructions.png"}  # fmt: skip
     assert not list(out.glob(".outputs-*"))  # staging folders are gone
+
+
+def test_classify_logs_the_val_accuracy_of_the_classifier_it_keeps(ran, tmp_path, caplog):
+    """Early stopping keeps the best epoch's weights: the line gives their val accuracy (as
+    evaluate and a sweep's progress line do), not the last epoch's."""
+    _, arrays, out, _ = ran
+    # a noisy head: its best epoch (the weights kept) comes before the last
+    noisy = ["classify.epochs=12", "classify.patience=2", "classify.learning_rate=0.05",
+             "classify.head_units=8", "classify.batch_size=16"]  # fmt: skip
+    cfg = validate(make_cfg("mlflow.enabled=false", *TINY, *noisy))
+    project = shutil.copytree(out, tmp_path / "project")  # the module's outputs left as they are
+    with caplog.at_level(logging.INFO, logger="src.classify"):
+        classify.run(cfg, arrays, project)
+    (said,) = [r.getMessage() for r in caplog.records
+               if r.getMessage().startswith("classifier val accuracy")]  # fmt: skip
+    kept = models.load(project / cfg.paths.classifier)
+    predicted = kept.predict(arrays["x_val"], verbose=0).argmax(axis=1)
+    assert said == f"classifier val accuracy {np.mean(predicted == arrays['y_val']):.4f}"
 
 
 def test_interrupt_between_two_writes_leaves_every_old_output(ran, monkeypatch):

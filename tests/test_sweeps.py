@@ -394,6 +394,30 @@ def test_sweep_killed_with_sigkill_resumes_under_its_parent(project):
     assert len(rows) == 2 and all(r["status"] == "FINISHED" and not r["error"] for r in rows)
 
 
+# What reads as an error, a warning or a progress bar on a console: TensorFlow's C++ lines
+# (`E0000 ... cuInit`, `I0000 ... cudart_stub`), Python warnings, Keras' epochs and bars,
+# MLflow's download bars and its registration prints (the champion line says it)
+NOISE = re.compile(
+    r"^[IWEF]\d{4} |absl::|cuInit|cudart_stub|warn|Epoch \d|━|\x1b\[|it/s|"
+    r"Downloading|Successfully registered|Created version",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.e2e
+def test_a_sweeps_console_is_a_few_lines_per_point_without_noise(project, monkeypatch):
+    """At default verbosity, as in a user's shell: a progress line per point, the summary, at
+    most 60 lines for 4 points (issue 26), nothing that reads as an error or a warning."""
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # run_cli copies os.environ
+    proc = run_cli(project, "-m", "src.train", "bottleneck=4,8", "dropout=0.0,0.5", *TINY, "-m")
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) <= 60, "\n".join(lines)
+    assert [line for line in lines if NOISE.search(line)] == []
+    progress = [line for line in lines if "src.sweeps.progress" in line]
+    assert [re.search(r"\[(\d)/4\]", line).group(1) for line in progress] == ["1", "2", "3", "4"]
+    assert sum("champion: bottleneck=" in line for line in lines) == 1
+
+
 def test_copy_project_has_the_sweeps_package(tmp_path):
     assert (copy_project(tmp_path) / "src/sweeps/callback.py").is_file()
 

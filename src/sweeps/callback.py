@@ -28,9 +28,10 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from src.runtime import UserError, quiet_tensorflow
 
+        self.study = open_study(config)
+        self.study.check()  # a misspelt swept key: one line at once
         quiet_tensorflow()  # before src.tracking imports Keras: no CUDA lines on a CPU machine
         slurm.follow_jobs(config)  # hydra/launcher=slurm on a cluster without accounting
-        self.study = open_study(config)
         if config.mlflow.enabled:
             try:
                 self.parent_run_id = self.open_parent(config)
@@ -51,9 +52,7 @@ class SweepCallback(Callback):
         experiment_id = client.get_experiment_by_name(config.mlflow.experiment_name).experiment_id
 
         def create() -> str:
-            run_id = parent.create(client, experiment_id, config, self.study.key())
-            log.info("sweep parent run %s (%s)", run_id, " ".join(config.hydra.overrides.task))
-            return run_id
+            return parent.create(client, experiment_id, config, self.study.key())
 
         return self.study.parent_run(client, experiment_id, create)
 

@@ -3,6 +3,7 @@ test accuracy), registered with the alias `champion` when it beats the current o
 same prepared data."""
 
 import contextlib
+import io
 import logging
 from typing import Any
 
@@ -60,7 +61,15 @@ def version_of(client: Any, best: dict, model_name: str) -> Any | None:
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{best['run_id']}' AND name = 'classifier'",
     )
-    return mlflow.register_model(models[0].model_uri, model_name) if models else None
+    if not models:
+        return None
+    said = io.StringIO()  # MLflow prints "Successfully registered model ..." and "Created
+    with contextlib.redirect_stderr(said):  # version ...", which the champion line says too
+        version = mlflow.register_model(models[0].model_uri, model_name)
+    for line in said.getvalue().splitlines():
+        if line.strip() and not line.startswith(("Successfully registered", "Created version")):
+            log.warning("%s", line)
+    return version
 
 
 def describe(best: dict, top: dict) -> str:

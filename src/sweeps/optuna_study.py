@@ -197,11 +197,12 @@ class OptunaStudy(Study):
             time.sleep(0.5)  # the worker that has just made the study is creating the run
         run = client.get_run(run_id).info if run_id is not None else None
         if run is None or run.lifecycle_stage == "deleted":
-            run_id = create()
+            run_id = create()  # which logs its name
             study.set_user_attr(PARENT_ATTR, run_id)
-        elif run.status != "RUNNING" and has_work(study, self.config.hydra.sweeper.n_trials):
+            return run_id
+        if run.status != "RUNNING" and has_work(study, self.config.hydra.sweeper.n_trials):
             client.update_run(run_id, status="RUNNING")
-        log.info("search parent run %s (study %s)", run_id, self.name)
+        log.info("sweep parent run %s (%s) of study %s", run_id, run.run_name, self.name)
         return run_id
 
     def trials(self) -> list:

@@ -32,6 +32,7 @@ def create(client: Any, experiment_id: str, config: DictConfig, key: str) -> str
     params = given if is_search(config) else {**space, **given}  # a search logs its space
     for k, value in params.items():  # as a tag (optuna_space), its trials' values as params
         client.log_param(run.info.run_id, k, value)
+    log.info("sweep parent run %s (%s)", run.info.run_id, run.info.run_name)
     return run.info.run_id
 
 

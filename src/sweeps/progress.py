@@ -10,6 +10,7 @@ from src.runtime import first_line
 from src.sweeps.context import SweepContext
 from src.sweeps.job import trial_number
 from src.sweeps.study import finished_jobs, job_result
+from src.sweeps.summary import short_number
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def report(ctx: SweepContext, sweep_dir: Path, job_dir: Path, overrides: list[st
     if result not in done:  # a search's trial is told to its study after this
         done.append(result)
     total = max(ctx.total, len(done))
-    point = " ".join(o for o in overrides if o.split("=", 1)[0] in ctx.swept) or job_dir.name
+    swept = [o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ctx.swept]
+    point = " ".join(f"{k}={short_number(v)}" for k, v in swept) or job_dir.name
     if (trial := trial_number(ctx)) is not None:
         point = f"trial {trial}: {point}"
     elapsed = time.time() - ctx.started if ctx.started else None

@@ -61,6 +61,9 @@ class Study:
         """Whether this process finishes the parent run: a grid has one driver."""
         return True
 
+    def check(self) -> None:
+        """What can be checked before TensorFlow loads and the parent run is made."""
+
 
 class GridStudy(Study):
     """A grid sweep: the command's overrides identify it; its rows are its job folders."""
@@ -69,14 +72,35 @@ class GridStudy(Study):
         return SweepContext(parent_run_id, swept_keys(self.config), bool(self.config.sweep.resume),
                             total=self.total(), started=time.time())  # fmt: skip
 
-    def total(self) -> int:
-        """How many jobs Hydra's basic sweeper makes of the preset's grid and the command line."""
+    def jobs(self) -> list[list[str]]:
+        """The overrides of each job Hydra's basic sweeper makes of the preset's grid and the
+        command line."""
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
         grid = [f"{k}={v}" for k, v in (self.config.hydra.sweeper.get("params") or {}).items()]
         batches = BasicSweeper.split_arguments(parse([*grid, *self.config.hydra.overrides.task]),
                                                None)  # fmt: skip
-        return sum(len(batch) for batch in batches)
+        return [list(job) for batch in batches for job in batch]
+
+    def total(self) -> int:
+        return len(self.jobs())
+
+    def check(self) -> None:
+        """The first job's config composed as Hydra's launcher will: a swept key the config
+        lacks (`bottlenek=8,32`) is one `error:` line before TensorFlow and the parent run."""
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.errors import CompactHydraException
+
+        from src.cli import composition_error
+
+        jobs = self.jobs()
+        if not jobs or not GlobalHydra.instance().is_initialized():
+            return
+        try:
+            GlobalHydra.instance().config_loader().load_sweep_config(self.config, jobs[0])
+        except CompactHydraException as e:
+            overrides = list(self.config.hydra.overrides.task)
+            raise SystemExit(f"error: {composition_error(e, overrides)}") from None
 
     def key(self) -> str:
         """The parent run's `sweep_key` tag: overrides (in any order) and sweeper."""
