@@ -635,6 +635,44 @@ def sweep_load(r: dict) -> str:
     return markdown(r["scales"]) + "\n\n" + textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
 
 
+def _when(r: dict) -> str:
+    return (f"{r['date']}, commit {r['commit']}, {r['machine']}, load "
+            f"{r['load_at_start'].split('/')[0]} at the start")  # fmt: skip
+
+
+def seeds_console(r: dict) -> str:
+    """The points table a sweep over seeds printed, and its best-vs-runner-up line."""
+    start = next(i for i, line in enumerate(r["console"]) if "points over seeds" in line)
+    lines = []
+    for line in r["console"][start + 1 :]:
+        if line.startswith("["):
+            break
+        lines.append(line.rstrip())
+    return "```\n" + "\n".join(lines) + "\n```\n"
+
+
+def seeds_reading(r: dict) -> str:
+    """What the example over seeds says: its time, and whether the best point is told apart."""
+    line = next(x for x in r["console"] if "vs runner-up" in x)
+    m = re.search(r"test accuracy ([+-][\d.]+), paired t-test p = ([\d.]+)", line)
+    _claim(m is not None, "the best-vs-runner-up line")
+    difference, p = float(m.group(1)), float(m.group(2))
+    verdict = (f"Here the best point and the runner-up cannot be told apart: {_diff(difference)} "
+               f"in test accuracy, p = {p:.2f}." if p >= 0.05 else
+               f"Here the best point beats the runner-up: {_diff(difference)} in test accuracy, "
+               f"p = {p:.3f}.")  # fmt: skip
+    text = (f"(`{r['command']}` ran that command: {r['runs']} runs in {_minutes(r['seconds'])}; "
+            f"{_when(r)}. The intervals are clipped to [0, 1].) {verdict}")  # fmt: skip
+    return textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
+def budget_digits(r: dict) -> str:
+    """The digits label budget's size and time (docs/sweeps.md)."""
+    text = (f"On digits, a small version ({r['runs']} points; {_minutes(r['seconds'])}, "
+            f"{_when(r)}; `{r['command']}`):")  # fmt: skip
+    return textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
 M1_M2, M1_TSVM = 0.9667, 0.882  # Kingma et al. (2014), 100 MNIST labels: published, not measured
 
 
@@ -724,6 +762,9 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "answer-table": ("benchmarks/results/digits_answer.json", answer_table),
     "answer-bullets": ("benchmarks/results/digits_answer.json", answer_bullets),
     "answer-console": ("benchmarks/results/digits_answer.json", answer_console),
+    "seeds-console": ("benchmarks/results/console_seeds.json", seeds_console),
+    "seeds-reading": ("benchmarks/results/console_seeds.json", seeds_reading),
+    "budget-digits": ("benchmarks/results/console_budget.json", budget_digits),
     "dvc-default": ("reports/metrics.json", dvc_default),
     "sweep-against": ("benchmarks/results/sweep_against.json", sweep_against),
     "sweep-shared": ("benchmarks/results/sweep_shared.json", sweep_shared),
