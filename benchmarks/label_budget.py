@@ -6,10 +6,18 @@ benchmarks/results/mnist_label_budget.json and its figure copied to docs/label_b
 Usage: python benchmarks/label_budget.py [--mnist ../shared/data/mnist.npz] [override ...]
 e.g. `seed=0,1,2,3,4` for five seeds. Runs with its own temporary MLflow store, cache and sweep
 folder.
+
+With --ladder EPOCHS it runs the Ladder network's sweep instead (experiment=mnist_ladder at 10 and
+100 labels per class, seeds 0 1 2, model.epochs=EPOCHS) and adds its rows to the results file as
+the method LADDER: the same seeds draw the same labels as the main sweep's, and its `vs_scratch_`
+columns compare it with its own network (784-1000-500-250-250-250-10) trained from scratch on the
+same labels. The figure is redrawn with it; the main sweep's rows stay as they were measured
+(a new main sweep drops the Ladder's rows: run --ladder again after it).
 """
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +31,9 @@ sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the re
 from benchmarks._common import MNIST, meta, write_results  # noqa: E402
 
 FIGURE = ROOT / "docs" / "label_budget_mnist.png"
+RESULTS = ROOT / "benchmarks" / "results" / "mnist_label_budget.json"
+LADDER = "Ladder network, joint"
+LADDER_GRID = ["classify.labels_per_class=10,100", "seed=0,1,2"]
 
 
 def number(value: str) -> float | int | str | None:
@@ -37,16 +48,12 @@ def number(value: str) -> float | int | str | None:
     return value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", type=Path, default=MNIST)
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=0,1,2,3,4")
-    a = parser.parse_args()
-    started = meta()
-    args = ["experiment=mnist_label_budget", *a.overrides]
+def sweep(mnist: Path, args: list[str]) -> tuple[float, list[dict]]:
+    """Wall time and label_budget.csv rows of `python -m src.train ARGS -m` on MNIST, with its
+    own MLflow store, cache and sweep folder; the sweep's figure goes to FIGURE."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        cmd = [sys.executable, "-m", "src.train", f"dataset.path={a.mnist.resolve()}",
+        cmd = [sys.executable, "-m", "src.train", f"dataset.path={mnist.resolve()}",
                f"paths.cache={tmp}/cache", f"hydra.sweep.dir={tmp}/multirun", *args,
                "-m"]  # fmt: skip
         start = time.perf_counter()
@@ -56,6 +63,39 @@ def main() -> None:
         with open(sweep / "label_budget.csv", newline="") as f:
             rows = [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
         shutil.copyfile(sweep / "label_budget.png", FIGURE)
+    return seconds, rows
+
+
+def with_ladder(results: dict, rows: list[dict], ladder: dict, figure: Path = FIGURE) -> dict:
+    """The results with the Ladder's own rows (its classifier, "autoencoder, frozen" in its
+    sweep) as the method LADDER, replacing any earlier ones; the figure redrawn with them."""
+    from src import plots
+
+    own = [{**row, "method": LADDER} for row in rows if row["method"] == "autoencoder, frozen"]
+    merged = [row for row in results["rows"] if row["method"] != LADDER] + own
+    plots.label_budget(merged, figure)
+    return {**results, "rows": merged, "ladder": ladder}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mnist", type=Path, default=MNIST)
+    parser.add_argument("--ladder", type=int, metavar="EPOCHS", help="add the Ladder's rows")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=0,1,2,3,4")
+    a = parser.parse_args()
+    started = meta()
+    if a.ladder:
+        args = ["experiment=mnist_ladder", *LADDER_GRID, f"model.epochs={a.ladder}", *a.overrides]
+        seconds, rows = sweep(a.mnist, args)
+        command = f"python -m src.train {' '.join(args)} dataset.path=../shared/data/mnist.npz -m"
+        results = json.loads(RESULTS.read_text())
+        ladder = {**started, "sweep": command, "seconds": seconds, "epochs": a.ladder}
+        record = {k: v for k, v in with_ladder(results, rows, ladder).items()
+                  if k not in started or k == "load_at_end"}  # fmt: skip
+        write_results("mnist_label_budget", record, {k: results[k] for k in started})
+        return
+    args = ["experiment=mnist_label_budget", *a.overrides]
+    seconds, rows = sweep(a.mnist, args)
     command = f"python -m src.train {' '.join(args)} dataset.path=../shared/data/mnist.npz -m"
     write_results("mnist_label_budget", {"sweep": command, "seconds": seconds, "rows": rows},
                   started)  # fmt: skip

@@ -22,6 +22,7 @@ from benchmarks._common import BLAS, table
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ["README.md", "docs/*.md", "benchmarks/README.md"]
+LADDER = "Ladder network, joint"  # benchmarks/label_budget.py --ladder's method
 BLOCK = re.compile(r"(<!-- publish:([\w-]+) -->\n)(.*?)(<!-- /publish:\2 -->)", re.DOTALL)
 
 
@@ -207,7 +208,26 @@ def budget_intro(r: dict) -> str:
              f"{2 * len(_budget(r)[0]) * len(seeds)} points (frozen and fine-tuned) over seeds "
              f"{', '.join(map(str, seeds))}, {r['seconds'] / 60:.0f} min of wall time on "
              f"{r['machine']} (load {load} at the start).")  # fmt: skip
-    return f"{textwrap.fill(prose, 95, break_on_hyphens=False)}\n\n```bash\n{r['sweep']}\n```\n"
+    intro = f"{textwrap.fill(prose, 95, break_on_hyphens=False)}\n\n```bash\n{r['sweep']}\n```\n"
+    if (x := r.get("ladder")) is None:
+        return intro
+    ladder = (f"The Ladder network's rows: its own sweep, {x['epochs']} epochs, measured "
+              f"{x['date']} at commit {x['commit']} by `{x['command']}`, {x['seconds'] / 60:.0f} "
+              f"min on {x['machine']} (load {x['load_at_start'].split('/')[0]} at the start); "
+              "it is tested against its own network (784-1000-500-250-250-250-10) trained from "
+              "scratch on the same labels:")  # fmt: skip
+    return (f"{intro}\n{textwrap.fill(ladder, 95, break_on_hyphens=False)}\n\n```bash\n"
+            f"{x['sweep']}\n```\n")  # fmt: skip
+
+
+def _mean_ci(x: dict, digits: int) -> str:
+    return (f"{_f(x['test_accuracy_mean'], digits)} [{_f(x['test_accuracy_ci_low'], digits)}, "
+            f"{_f(x['test_accuracy_ci_high'], digits)}]")  # fmt: skip
+
+
+def _budget_cell(rows: dict, b: object, m: str, render: Callable[[dict], str]) -> str:
+    """A budget table's cell: `render(row)`, or – where the method did not run at that budget."""
+    return render(rows[(b, m)]) if (b, m) in rows else "–"
 
 
 def budget_table(r: dict) -> str:
@@ -216,9 +236,7 @@ def budget_table(r: dict) -> str:
     lines = ["| labels per class | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for b in budgets:
         digits = 4 if b == "all" else 3
-        cells = [f"{_f(x['test_accuracy_mean'], digits)} [{_f(x['test_accuracy_ci_low'], digits)}"
-                 f", {_f(x['test_accuracy_ci_high'], digits)}]"
-                 for x in (rows[(b, m)] for m in methods)]  # fmt: skip
+        cells = [_budget_cell(rows, b, m, lambda x, d=digits: _mean_ci(x, d)) for m in methods]
         lines.append(f"| {_budget_label(b, rows, methods[0])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -226,18 +244,22 @@ def budget_table(r: dict) -> str:
 def budget_tests(r: dict) -> str:
     """Each method against the same network from scratch: difference, p, p adjusted."""
     budgets, methods, rows = _budget(r)
-    tested = [m for m in methods if rows[(budgets[0], m)]["vs_scratch_p"] is not None]
+    tested = [
+        m
+        for m in methods
+        if any(row["vs_scratch_p"] is not None for (_, method), row in rows.items() if method == m)
+    ]
     lines = ["| labels per class | " + " | ".join(tested) + " |", "|---|" + "---|" * len(tested)]
     for b in budgets:
-        cells = [_versus(rows[(b, m)]) for m in tested]
+        cells = [_budget_cell(rows, b, m, _versus) for m in tested]
         lines.append(f"| {_budget_label(b, rows, methods[0])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _leader(budget: object, methods: list, rows: dict) -> tuple[dict, str]:
     """({method: its row} at one budget, the method with the highest mean test accuracy)."""
-    at = {m: rows[(budget, m)] for m in methods}
-    return at, max(methods, key=lambda m: at[m]["test_accuracy_mean"])
+    at = {m: rows[(budget, m)] for m in methods if (budget, m) in rows}
+    return at, max(at, key=lambda m: at[m]["test_accuracy_mean"])
 
 
 def _versus(x: dict) -> str:
@@ -254,11 +276,11 @@ def budget_reading(r: dict) -> str:
     for b in budgets:
         at, best = _leader(b, methods, rows)
         low = at[best]["test_accuracy_ci_low"]
-        overlap = [m for m in methods if m != best and at[m]["test_accuracy_ci_high"] >= low]
+        overlap = [m for m in at if m != best and at[m]["test_accuracy_ci_high"] >= low]
         ties = (f"its interval overlaps those of {_and(overlap)}" if overlap
                 else "no other interval reaches its own")  # fmt: skip
-        versus = "; ".join(f"{m} {_versus(at[m])}" for m in methods
-                           if m.startswith("autoencoder"))  # fmt: skip
+        versus = "; ".join(f"{m} {_versus(at[m])}" for m in at
+                           if m.startswith("autoencoder") or m == LADDER)  # fmt: skip
         out.append(f"- **{_per_class(b, rows, methods[0])}**: highest mean "
                    f"{best} ({_f(at[best]['test_accuracy_mean'])}); {ties}. Against the same "
                    f"network from scratch: {versus}.")  # fmt: skip
@@ -277,7 +299,12 @@ def budget_answer(r: dict) -> str:
         versus = ", ".join(f"{m.removeprefix('autoencoder, ')} "
                            f"{_diff(at[m]['vs_scratch_difference'])} "
                            f"(p {at[m]['vs_scratch_p_adjusted']:.2g})"
-                           for m in methods if m.startswith("autoencoder"))  # fmt: skip
+                           for m in at if m.startswith("autoencoder"))  # fmt: skip
+        if LADDER in at:
+            versus += (
+                f"; the Ladder network {_diff(at[LADDER]['vs_scratch_difference'])} "
+                f"(p {at[LADDER]['vs_scratch_p_adjusted']:.2g}) against its own"
+            )
         out.append(
             f"- **{_per_class(b, rows, methods[0])}**: highest mean "
             f"{best} ({_f(at[best]['test_accuracy_mean'])}); autoencoder {versus}."

@@ -119,3 +119,30 @@ def test_the_listing_names_every_block_its_results_file_and_command():
             row = next(r for r in listing.splitlines() if r.startswith(f"| {m.group(2)} | "))
             source = publish.BLOCKS[m.group(2)][0]
             assert f"| {source} | `" in row and (ROOT / source).is_file()
+
+
+def test_the_ladders_rows_join_the_label_budget_and_publish_where_it_ran(tmp_path):
+    from benchmarks import label_budget
+
+    root = _copy(tmp_path)
+    path = root / "benchmarks/results/mnist_label_budget.json"
+    results = json.loads(path.read_text())
+    frozen = [r for r in results["rows"] if r["method"] == "autoencoder, frozen"]
+    ladder_rows = [{**r, "vs_scratch_difference": 0.2}
+                   for r in frozen if r["labels_per_class"] in (10, 100)]  # fmt: skip
+    ladder = {**{k: results[k] for k in ("command", "commit", "date", "machine")},
+              "load_at_start": "1/1/1", "sweep": "python -m src.train ...", "seconds": 600,
+              "epochs": 5}  # fmt: skip
+    merged = label_budget.with_ladder(results, ladder_rows, ladder, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0
+    assert [r["labels_per_class"] for r in merged["rows"] if r["method"] == label_budget.LADDER] \
+        == [10, 100]  # fmt: skip
+    path.write_text(json.dumps(merged))
+    stale = publish.publish(root)
+    assert "docs/mnist.md: publish:budget-table" in stale
+    table = publish.budget_table(merged)
+    row_1 = next(line for line in table.splitlines() if line.startswith("| 1 |"))
+    assert row_1.endswith("| – |")  # the Ladder did not run with 1 label per class
+    assert "the Ladder network +0.200" in publish.budget_answer(merged)
+    again = label_budget.with_ladder(merged, ladder_rows, ladder, tmp_path / "figure.png")
+    assert len(again["rows"]) == len(merged["rows"])  # a rerun replaces, not adds
