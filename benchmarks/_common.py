@@ -102,6 +102,17 @@ def table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def train_sweep(args: list[str], tmp: Path) -> tuple[float, list[str]]:
+    """Wall time and console lines (stdout, then stderr) of `python -m src.train ARGS -m` run
+    from the repository root with its own MLflow store, cache and sweep folder (tmp/multirun)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+    cmd = [sys.executable, "-m", "src.train", f"paths.cache={tmp}/cache",
+           f"hydra.sweep.dir={tmp}/multirun", *args, "-m"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, (done.stdout + done.stderr).splitlines()
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -9,19 +9,16 @@ Runs with its own temporary MLflow store, cache and sweep folder.
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
-from benchmarks._common import meta, write_results  # noqa: E402
+from benchmarks._common import meta, train_sweep, write_results  # noqa: E402
 
 
 def seed_of(job: Path) -> int:
@@ -46,18 +43,13 @@ def main() -> None:
     started = meta()
     args = [f"bottleneck={a.bottlenecks}", *a.overrides]
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        cmd = [sys.executable, "-m", "src.train", f"paths.cache={tmp}/cache",
-               f"hydra.sweep.dir={tmp}/multirun", *args, "-m"]  # fmt: skip
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
+        seconds, console = train_sweep(args, Path(tmp))
         jobs = sorted(Path(tmp, "multirun").glob("*/reports/metrics.json"))
         points = [{**json.loads(p.read_text()), "seed": seed_of(p.parent.parent)} for p in jobs]
         copy_figures(min(jobs, key=lambda p: json.loads(p.read_text())["bottleneck"]).parent)
     points.sort(key=lambda m: m["bottleneck"])
     values = {"sweep": f"python -m src.train {' '.join(args)} -m", "seconds": seconds,
-              "points": points, "console": (done.stdout + done.stderr).splitlines()}  # fmt: skip
+              "points": points, "console": console}  # fmt: skip
     write_results("digits_answer", values, started)
 
 

@@ -8,16 +8,13 @@ Usage: python benchmarks/console.py seeds    # bottleneck=8,32 dropout=0.0,0.5 s
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
-from benchmarks._common import meta, write_results  # noqa: E402
+from benchmarks._common import meta, train_sweep, write_results  # noqa: E402
 
 SWEEPS = {  # docs/sweeps.md's examples
     "seeds": ["bottleneck=8,32", "dropout=0.0,0.5", "seed=0,1,2"],
@@ -35,15 +32,10 @@ def main() -> None:
     name = parser.parse_args().name
     started = meta()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        cmd = [sys.executable, "-m", "src.train", f"paths.cache={tmp}/cache",
-               f"hydra.sweep.dir={tmp}/multirun", *SWEEPS[name], "-m"]  # fmt: skip
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
+        seconds, console = train_sweep(SWEEPS[name], Path(tmp))
         runs = len(list(Path(tmp, "multirun").glob("*/result.json")))
     values = {"sweep": f"python -m src.train {' '.join(SWEEPS[name])} -m", "seconds": seconds,
-              "runs": runs, "console": (done.stdout + done.stderr).splitlines()}  # fmt: skip
+              "runs": runs, "console": console}  # fmt: skip
     write_results(f"console_{name}", values, started)
 
 

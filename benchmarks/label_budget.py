@@ -18,17 +18,14 @@ same labels. The figure is redrawn with it; the main sweep's rows stay as they w
 import argparse
 import csv
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: benchmarks._common from the repository root
-from benchmarks._common import MNIST, meta, write_results  # noqa: E402
+from benchmarks._common import MNIST, meta, train_sweep, write_results  # noqa: E402
 
 FIGURE = ROOT / "docs" / "label_budget_mnist.png"
 RESULTS = ROOT / "benchmarks" / "results" / "mnist_label_budget.json"
@@ -48,21 +45,16 @@ def number(value: str) -> float | int | str | None:
     return value
 
 
-def sweep(mnist: Path, args: list[str]) -> tuple[float, list[dict]]:
-    """Wall time and label_budget.csv rows of `python -m src.train ARGS -m` on MNIST, with its
-    own MLflow store, cache and sweep folder; the sweep's figure goes to FIGURE."""
+def sweep(mnist: Path, args: list[str], figure: Path | None) -> tuple[float, list[dict]]:
+    """Wall time and label_budget.csv rows of the sweep `python -m src.train ARGS -m` on MNIST
+    (benchmarks._common.train_sweep); its label_budget.png copied to `figure` if given."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        cmd = [sys.executable, "-m", "src.train", f"dataset.path={mnist.resolve()}",
-               f"paths.cache={tmp}/cache", f"hydra.sweep.dir={tmp}/multirun", *args,
-               "-m"]  # fmt: skip
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
+        seconds, _ = train_sweep([f"dataset.path={mnist.resolve()}", *args], Path(tmp))
         sweep = Path(tmp, "multirun")
         with open(sweep / "label_budget.csv", newline="") as f:
             rows = [{k: number(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        shutil.copyfile(sweep / "label_budget.png", FIGURE)
+        if figure is not None:
+            shutil.copyfile(sweep / "label_budget.png", figure)
     return seconds, rows
 
 
@@ -86,7 +78,7 @@ def main() -> None:
     started = meta()
     if a.ladder:
         args = ["experiment=mnist_ladder", *LADDER_GRID, f"model.epochs={a.ladder}", *a.overrides]
-        seconds, rows = sweep(a.mnist, args)
+        seconds, rows = sweep(a.mnist, args, None)  # with_ladder draws the figure
         command = f"python -m src.train {' '.join(args)} dataset.path=../shared/data/mnist.npz -m"
         results = json.loads(RESULTS.read_text())
         ladder = {**started, "sweep": command, "seconds": seconds, "epochs": a.ladder}
@@ -95,7 +87,7 @@ def main() -> None:
         write_results("mnist_label_budget", record, {k: results[k] for k in started})
         return
     args = ["experiment=mnist_label_budget", *a.overrides]
-    seconds, rows = sweep(a.mnist, args)
+    seconds, rows = sweep(a.mnist, args, FIGURE)
     command = f"python -m src.train {' '.join(args)} dataset.path=../shared/data/mnist.npz -m"
     write_results("mnist_label_budget", {"sweep": command, "seconds": seconds, "rows": rows},
                   started)  # fmt: skip

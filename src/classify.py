@@ -128,9 +128,14 @@ def fit_classifier(
         encoder, arrays, labels, settings, codes, callbacks
     )
     # of the weights kept (early stopping restores the best epoch's), as evaluate measures it
-    val_predicted = classifier.predict(arrays["x_val"], verbose=0).argmax(axis=1)
-    log.info("classifier val accuracy %.4f", np.mean(val_predicted == arrays["y_val"]))
+    log.info("classifier val accuracy %.4f", val_accuracy(classifier, arrays))
     return classifier, history
+
+
+def val_accuracy(model: Any, arrays: dict) -> float:
+    """`model`'s accuracy on the validation split, as it stands (not its history's last epoch)."""
+    predicted = model.predict(arrays["x_val"], verbose=0).argmax(axis=1)
+    return float(np.mean(predicted == arrays["y_val"]))
 
 
 def fit_baselines(cfg: DictConfig, arrays: dict, cache: Cache) -> dict[str, Any]:
@@ -149,8 +154,7 @@ def fit_baselines(cfg: DictConfig, arrays: dict, cache: Cache) -> dict[str, Any]
     log.info("PCA baseline val accuracy %.4f", pca_val_accuracy)
     log.debug("training the from-scratch baseline: the same network, randomly initialised")
     scratch = scratch_classifier(cfg, arrays, labels, settings, cache)
-    scratch_val_predicted = scratch.predict(arrays["x_val"], verbose=0).argmax(axis=1)
-    scratch_val_accuracy = float(np.mean(scratch_val_predicted == arrays["y_val"]))
+    scratch_val_accuracy = val_accuracy(scratch, arrays)
     log.info("from-scratch baseline val accuracy %.4f", scratch_val_accuracy)
     return {"pca": pca, "pca_classifier": pca_classifier, "scratch": scratch,
             "metrics": {"pca_val_accuracy": pca_val_accuracy,
