@@ -1,10 +1,12 @@
 """CI's time: `.ci/run` (install, lint, pytest) on a clean clone of a commit, and with --fast
-also the in-process tier (`pytest -m "not e2e"`) in that clone afterwards. Each tier's result
-(tests passed and failed, pytest's own time, the whole run's, commit, date, machine, load)
-replaces its entry in benchmarks/results/ci.json; docs/testing.md's table is published from it.
+also the in-process tier (`pytest -m "not e2e"`) in that clone afterwards, and with --repro
+README's first command's `dvc repro` there and the files `git status` then shows changed. Each
+tier's result (tests passed and failed, pytest's own time, the whole run's; for repro its time
+and the changed files; commit, date, machine, load) replaces its entry in
+benchmarks/results/ci.json; docs/testing.md's table and repeat check are published from it.
 Exits with CI's exit code; the log stays in <clone>/ci.log.
 
-Usage: python benchmarks/ci.py [--ref HEAD] [--clone ../ci-clone] [--fast]
+Usage: python benchmarks/ci.py [--ref HEAD] [--clone ../ci-clone] [--fast] [--repro]
 """
 
 import argparse
@@ -45,7 +47,14 @@ def timed(cmd: list[str], cwd: Path, log: Path, env: dict) -> tuple[int, float, 
 
 
 def record(tier: str, entry: dict) -> None:
-    update_results("ci", "tiers", tier, entry, ["fast", "full"])
+    update_results("ci", "tiers", tier, entry, ["fast", "full", "repro"])
+
+
+def changed(clone: Path) -> list[str]:
+    """`git status --porcelain` lines of the clone, without CI's own log."""
+    out = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return [line for line in out.splitlines() if line[3:] != "ci.log"]
 
 
 def main() -> None:
@@ -53,6 +62,7 @@ def main() -> None:
     parser.add_argument("--ref", default="HEAD")
     parser.add_argument("--clone", type=Path, default=ROOT.parent / "ci-clone")
     parser.add_argument("--fast", action="store_true", help="then time pytest -m 'not e2e'")
+    parser.add_argument("--repro", action="store_true", help="then dvc repro and git status")
     a = parser.parse_args()
     shutil.rmtree(a.clone, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(a.clone)], check=True)
@@ -71,6 +81,13 @@ def main() -> None:
         fast_code, _, out = timed(cmd, a.clone, log, env)
         record("fast", {**started, "exit_code": fast_code, **counts(out),
                         "load_at_end": load_avg()})  # fmt: skip
+    if a.repro and code == 0:  # README's first command, its install done by .ci/run
+        started = {**meta(), "commit": commit}
+        path = f"{a.clone / '.venv/bin'}{os.pathsep}{env['PATH']}"
+        repro_code, seconds, _ = timed(["dvc", "repro"], a.clone, log, {**env, "PATH": path})
+        record("repro", {**started, "exit_code": repro_code, "seconds": seconds,
+                         "changed": changed(a.clone), "load_at_end": load_avg()})  # fmt: skip
+        code = code or repro_code
     raise SystemExit(code)
 
 

@@ -287,6 +287,17 @@ def budget_reading(r: dict) -> str:
     return _bullets(out)
 
 
+def _joint_vs_tuned(ladder: dict, tuned: dict) -> str:
+    """The Ladder's mean and interval against the fine-tuned autoencoder's (their seeds differ
+    in number, and the results keep no per-seed values: no paired test between the two)."""
+
+    def mean_ci(x: dict) -> str:
+        low, high = _f(x["test_accuracy_ci_low"]), _f(x["test_accuracy_ci_high"])
+        return f"{_f(x['test_accuracy_mean'])} [{low}, {high}]"
+
+    return f"{mean_ci(ladder)} against fine-tuned's {mean_ci(tuned)}"
+
+
 def budget_answer(r: dict) -> str:
     """README's label-budget bullets: per budget the highest mean and each autoencoder against
     from scratch (adjusted p)."""
@@ -302,9 +313,12 @@ def budget_answer(r: dict) -> str:
                            for m in at if m.startswith("autoencoder"))  # fmt: skip
         if LADDER in at:
             versus += (
-                f"; the Ladder network {_diff(at[LADDER]['vs_scratch_difference'])} "
+                f"; the Ladder network (joint, {at[LADDER]['n']} seeds) "
+                f"{_diff(at[LADDER]['vs_scratch_difference'])} "
                 f"(p {at[LADDER]['vs_scratch_p_adjusted']:.2g}) against its own"
             )
+            if (tuned := at.get("autoencoder, fine-tuned")) is not None:
+                versus += f", {_joint_vs_tuned(at[LADDER], tuned)}"
         out.append(
             f"- **{_per_class(b, rows, methods[0])}**: highest mean "
             f"{best} ({_f(at[best]['test_accuracy_mean'])}); autoencoder {versus}."
@@ -366,6 +380,23 @@ def ci_times(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def repro_check(r: dict) -> str:
+    """docs/testing.md's repeat check: README's `dvc repro` in a clean clone (benchmarks/ci.py
+    --repro) and what `git status` showed changed after it."""
+    if (x := r["tiers"].get("repro")) is None:
+        return "Not measured yet: `python benchmarks/ci.py --repro`.\n"
+    files = [line[3:] for line in x["changed"]]
+    after = (
+        "`git status` showed nothing changed"
+        if not files
+        else f"`git status` showed {len(files)} changed: {', '.join(f'`{f}`' for f in files)}"
+    )
+    failed = "" if x["exit_code"] == 0 else f" and failed with exit code {x['exit_code']}"
+    return (f"`python benchmarks/ci.py --repro` ran README's first command in a clean clone of "
+            f"{x['commit']} ({x['date']}, {x['machine']}): its install, then `dvc repro`, "
+            f"which took {_minutes(x['seconds'])}{failed}; {after}.\n")  # fmt: skip
+
+
 def mnist_answer(r: dict) -> str:
     """README's MNIST paragraph, from benchmarks/accuracy.py's rows."""
     rows = r["rows"]
@@ -415,6 +446,41 @@ def search_pruners(r: dict) -> str:
             f"epochs, each with its own cache. The target is {_f(ref, 4)} ({source}) less "
             f"{tol} (one of digits' 180 validation images).")  # fmt: skip
     return "\n".join(lines) + "\n\n" + textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
+def search_grid(r: dict) -> str:
+    """docs/search.md's TPE-against-the-grid table, and what it says, from benchmarks/search.py
+    run with the grid as the reference."""
+    ref, tolerances = r["reference"], r["tolerances"]
+    head = "| run | trials | pruned | wall time | best val accuracy |"
+    for t in tolerances:
+        head += f" trials to ≥ {ref - t:.4f} (grid best − {t}) |"
+    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(tolerances)]
+    for x in r["runs"]:
+        cells = [x["run"], len(x["values"]), x["pruned"] if x["pruner"] != "-" else "–",
+                 f"{x['seconds']:.0f} s", f"{x['best']:.4f}",
+                 *(trials for trials, _ in x["reached"])]  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    load = f"{r['load_at_start'].split('/')[0]} at the start, {r['load_at_end'].split('/')[0]}"
+    searches = [x for x in r["runs"] if x["pruner"] != "-"]
+    grid = next(x for x in r["runs"] if x["pruner"] == "-")
+    one = [x["reached"][-1][0] for x in searches]
+    found = [n for n in one if isinstance(n, int)]
+    text = (f"`{r['command']}` at {r['commit']}, {r['date']} ({r['machine']}; load average "
+            f"{load} at the end): the grid, then {len(searches)} searches of {r['trials']} "
+            "trials on digits with the default epochs, each run with its own cache.")  # fmt: skip
+    within = (
+        f"TPE needed {min(found)} to {max(found)} trials in the {len(found)} of "
+        f"{len(searches)} searches that got there"
+        if found
+        else "no search got there"
+    )
+    bullet = (f"- **Within one validation image of the grid's best** ({ref - tolerances[-1]:.4f}"
+              f" or more; the grid's best is {ref:.4f}), {within}; the grid, in its order, "
+              f"{grid['reached'][-1][0]} points. The best any search reached: "
+              f"{max(x['best'] for x in searches):.4f}.")  # fmt: skip
+    return ("\n".join(lines) + "\n\n" + textwrap.fill(text, 95, break_on_hyphens=False) + "\n\n"
+            + _bullets([bullet]))  # fmt: skip
 
 
 def mnist_reading(r: dict) -> str:
@@ -712,13 +778,19 @@ def _chosen(r: dict) -> dict:
     return next(s for s in r["summary"] if s["recipe"] == r["chosen"])
 
 
+def _measured(r: dict) -> str:
+    """When and at which commit the seeds' rows were measured (over one or more sittings)."""
+    when = {(x.get("commit", r["commit"]), x.get("date", r["date"])[:10]) for x in r["rows"]}
+    return "; ".join(f"{date} at {commit}" for commit, date in sorted(when, key=lambda w: w[::-1]))
+
+
 def few_labels_table(r: dict) -> str:
     """docs/mnist.md's 100-label recipes, from benchmarks/few_labels.py's results."""
     seeds = ", ".join(map(str, r["seeds"]))
     load = r["load_at_start"].split("/")[0]
     head = (f"Mean [95 % interval] over the {len(r['seeds'])} seeds (Student's t, "
-            f"`src/sweeps/summary.py`), measured {r['date']} at {r['commit']} on {r['machine']} "
-            f"(load {load} at the start; times are upper bounds); `{r['command']}`:")  # fmt: skip
+            f"`src/sweeps/summary.py`), measured {_measured(r)} on {r['machine']} (load {load} "
+            f"at the last start; wall times are upper bounds); `{r['command']}`:")  # fmt: skip
     lines = [textwrap.fill(head, 95, break_on_hyphens=False), "",
              "| recipe | small val accuracy (100 images, chooses) | test accuracy (10000 images) "
              f"| test per seed ({seeds}) | pseudo-labels right (diagnostic) | labels trained on "
@@ -736,19 +808,40 @@ def few_labels_table(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _recipe_words(recipe: str) -> str:
+    """What a few-label recipe adds to the head on spread labels, in words ("" for spread)."""
+    from benchmarks.few_labels import rounds
+
+    if recipe == "spread":
+        return ""
+    words = ", the encoder then fine-tuned with it"
+    if n := rounds(recipe):
+        source = ("the labels spread again over its fine-tuned codes" if "spreading" in recipe
+                  else "its own confident predictions")  # fmt: skip
+        words += f", then {n} self-training round{'s' * (n > 1)} on {source}"
+    return words + ","
+
+
 def few_labels_answer(r: dict) -> str:
     """README's 100-label sentence."""
     s = _chosen(r)
     text = (
-        f"With 100 labels in all, spreading them over the codes and a few rounds of "
-        f"self-training on confident labels ({r['chosen'].lstrip('+ ')}) reach "
-        f"{s['test'][0]:.4f} over {s['n']} seeds ({_interval(s['test'])}; Kingma et al.'s "
+        f"With 100 labels in all, a head trained on the labels spread over the autoencoder's "
+        f"codes{_recipe_words(r['chosen'])} reaches {s['test'][0]:.4f} over {s['n']} seeds "
+        f"({_interval(s['test'])}; Kingma et al.'s "
         f"M1+M2: {M1_M2}), the recipe chosen among {len(r['summary'])} on 100 validation "
         "labels; but label spreading's `alpha` and the augmentation were tuned on the full "
-        "validation split, and the third self-training round was added after seed 42's "
-        "test accuracy had been printed ([what chose what](docs/mnist.md#results))."
+        "validation split, and the 3-round candidate was added after seed 42's test "
+        "accuracy had been printed ([what chose what](docs/mnist.md#results))."
     )
     return textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
+
+
+def _wins(r: dict, better: str, worse: str) -> str:
+    """'k of n seeds' on which recipe `better` has the higher test accuracy than `worse`."""
+    test = {(x["recipe"], x["seed"]): x["test"] for x in r["rows"]}
+    wins = sum(test[better, seed] > test[worse, seed] for seed in r["seeds"])
+    return f"{wins} of {len(r['seeds'])} seeds"
 
 
 def few_labels_reading(r: dict) -> str:
@@ -773,15 +866,212 @@ def few_labels_reading(r: dict) -> str:
     ])  # fmt: skip
 
 
+def few_labels_seeds(r: dict) -> str:
+    """docs/mnist.md's bullet on what the per-seed test accuracies say about the steps (the
+    test column chose nothing)."""
+    s, spread = _chosen(r), r["summary"][0]
+    rounds = [x["recipe"] for x in r["summary"] if " x" in x["recipe"]]
+    pairs = [(a, a.replace("spreading", "predictions")) for a in rounds if "spreading" in a]
+    pairs = [(a, b) for a, b in pairs if b in rounds]
+    respread = "; ".join(f"{a.split(' + ')[-1]} against {b.split(' + ')[-1]} on "
+                         f"{_wins(r, a, b)}" for a, b in pairs)  # fmt: skip
+    return _bullets([
+        "- **Per seed, on test** (which chose nothing). The chosen recipe beats spread alone on "
+        f"{_wins(r, r['chosen'], spread['recipe'])} and + finetune on "
+        f"{_wins(r, r['chosen'], '+ finetune')}; re-spreading beats self-training on the "
+        f"classifier's predictions round for round: {respread}. Spreading over the "
+        f"autoencoder's codes gets {spread['pseudo_right'][0]:.1%} of the training labels right "
+        f"(mean over the seeds); the rounds keep {s['n_labels'][0]:.0f} images whose labels "
+        f"are {s['pseudo_right'][0]:.1%} right.",
+    ])  # fmt: skip
+
+
 def few_labels_time(r: dict) -> str:
     """docs/mnist.md's time bullet for the 100-label recipes."""
     s, spread = _chosen(r), r["summary"][0]
-    load = f"{r['load_at_start'].split('/')[0]}–{r['load_at_end'].split('/')[0]}"
+    load = (f"load average {r['load_at_start'].split('/')[0]} at the start and "
+            f"{r['load_at_end'].split('/')[0]} at the end of the last sitting")  # fmt: skip
+    cpu = (f" and {s['total_cpu'][0]:.0f} s of CPU time (all threads; less sensitive to what "
+           "else runs)" if "total_cpu" in s else "")  # fmt: skip
     return _bullets([
-        f"- **Time.** {s['total'][0]:.0f} s per seed for the chosen recipe in the benchmark "
-        f"(mean over the seeds; {spread['total'][0]:.0f} s of it the conv autoencoder's "
-        f"pretraining and the first head with label spreading), load {load} on {r['machine']}.",
+        f"- **Time.** {s['total'][0]:.0f} s of wall time{cpu} per seed for the chosen recipe in "
+        f"the benchmark (mean over the seeds; {spread['total'][0]:.0f} s of wall time of it the "
+        f"conv autoencoder's pretraining and the first head with label spreading), {load}, "
+        f"on {r['machine']}.",
     ])  # fmt: skip
+
+
+NOT_MEASURED = "not measured"
+LADDER_PAPER = 0.9894  # Rasmus et al. (2015): full MLP Ladder, 100 labels, 1.06 % test error
+
+
+def _ladder_parts(r: dict) -> tuple[dict | None, dict, dict | None]:
+    """benchmarks/ladder.py's parts: steps, mnist's settings ({} when not measured), digits."""
+    parts = r.get("parts", {})
+    return parts.get("steps"), (parts.get("mnist") or {}).get("settings", {}), parts.get("digits")
+
+
+def _ladder_setting(name: str, x: dict | None) -> str:
+    """Setting `name`'s label: 'full Ladder', 'Γ-model, top denoising weight 0.5' from its
+    results `x`; without them, its preset and epochs as benchmarks/ladder.py runs them."""
+    from benchmarks.ladder import SETTINGS
+
+    if x is None:
+        preset, epochs, top = SETTINGS[name]
+        return f"`{preset}`, {epochs} epochs" + (f", top denoising weight {top:g}" if top else "")
+    if x["variant"] == "full":
+        return "full Ladder"
+    return f"Γ-model, top denoising weight {x['top_weight']:g}"
+
+
+def _ladder_sources(r: dict, parts: list[str]) -> str:
+    """A bullet per part: what measured it (command, date, commit, machine, load), or that it
+    has not been measured; and what a smoke test shortened."""
+    lines = []
+    for part in parts:
+        x = r.get("parts", {}).get(part)
+        if x is None:
+            lines.append(f"- `{part}`: {NOT_MEASURED}.")
+            continue
+        line = f"- `{part}`: {_source(x)}"
+        if x.get("overrides"):
+            line += f" Overrides: `{' '.join(x['overrides'])}`."
+        if x.get("max_steps"):
+            line += f" Each fit stopped after {_n(x['max_steps'], 'step')} (a smoke test)."
+        lines.append(line)
+    return _bullets(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+def ladder_speed(r: dict) -> str:
+    """docs/ladder.md's speed table from benchmarks/ladder.py's parts; a part not measured is
+    a row saying so. The XLA ratio and the digits target's verdict are read off the numbers."""
+    from benchmarks.ladder import SETTINGS
+
+    steps, settings, digits = _ladder_parts(r)
+    rows, notes = [], []
+    if steps is None:
+        rows.append(["full Ladder on MNIST, steps with `jit_compile` off / on", NOT_MEASURED])
+        notes.append(f"XLA against no XLA: {NOT_MEASURED}.")
+    else:
+        off, on, n = steps["jit_compile"]["off"], steps["jit_compile"]["on"], steps["steps"]
+        rows += [[f"full Ladder, {n} steps, `jit_compile` off / on (second pass)",
+                  f"{off['second']:.1f} s / {on['second']:.1f} s"],
+                 [f"full Ladder, first {n} steps, tracing included, `jit_compile` off / on",
+                  f"{off['first']:.1f} s / {on['first']:.1f} s"]]  # fmt: skip
+        ratio = on["second"] / off["second"]
+        than = (
+            f"{ratio:.1f} times as long as" if ratio >= 1 else f"{1 / ratio:.1f} times faster than"
+        )
+        notes.append(f"With `jit_compile` on, {n} steps of the full Ladder's second pass took "
+                     f"{than} with it off ({on['second']:.1f} s against {off['second']:.1f} s): "
+                     f"XLA made a step {'slower' if ratio > 1 else 'no slower'} on these "
+                     "cores.")  # fmt: skip
+    for name in SETTINGS:
+        label, x = _ladder_setting(name, settings.get(name)), settings.get(name)
+        if x is None:
+            rows.append([f"{label}: MNIST epochs and the whole schedule", NOT_MEASURED])
+            continue
+        rows += [[f"{label}, one MNIST epoch ({x['epochs']}-epoch run)",
+                  f"{x['epoch_min']:.0f} to {x['epoch_max']:.0f} s, {x['epoch_mean']:.0f} s on "
+                  "average"],
+                 [f"{label}, a whole {x['epochs']}-epoch schedule",
+                  f"{x['seconds']:.0f} s wall, {x['cpu_seconds']:.0f} s CPU"]]  # fmt: skip
+    for name in ("full", "gamma"):  # the presets: what 150 epochs would take per seed
+        if (x := settings.get(name)) is None:
+            continue
+        epochs = x["preset_epochs"]
+        time = f"{_hours(epochs * x['epoch_mean'])} per seed at {x['epoch_mean']:.0f} s an epoch"
+        if name == "full" and steps is not None:
+            step = steps["jit_compile"]["off"]["second"] / steps["steps"]
+            time += (f"; {_hours(epochs * x['steps_per_epoch'] * step)} at the "
+                     f"{steps['jit_compile']['off']['second']:.1f} s per {steps['steps']} steps "
+                     "measured above")  # fmt: skip
+        rows.append([f"{_ladder_setting(name, x)}, the preset's {epochs} epochs, extrapolated",
+                     time])  # fmt: skip
+    if digits is None:
+        rows.append(["digits, `experiment=digits_ladder`: `python -m src.train`, `dvc repro`",
+                     NOT_MEASURED])  # fmt: skip
+        notes.append(f"The digits Ladder's `dvc repro` under 2 minutes: {NOT_MEASURED}.")
+    else:
+        train, dvc, target = digits["train"], digits["dvc"], digits["target_seconds"]
+        rows += [[f"digits, `experiment=digits_ladder`, `python -m src.train` ({train['epochs']} "
+                  "epochs)", f"{train['seconds']:.0f} s wall, {train['cpu_seconds']:.0f} s CPU"],
+                 [f"digits, `experiment=digits_ladder`, `dvc repro` in a fresh clone of "
+                  f"{dvc['clone_commit']} ({_n(len(dvc['stages']), 'stage')})",
+                  f"{dvc['seconds']:.0f} s wall, {dvc['cpu_seconds']:.0f} s CPU (and "
+                  f"`python -m src.params` {dvc['params_seconds']:.0f} s before it)"]]  # fmt: skip
+        met = dvc["seconds"] <= target
+        cpu = "under" if dvc["cpu_seconds"] <= target else "over"
+        notes.append(f"The digits Ladder's `dvc repro` took {dvc['seconds']:.0f} s of wall time "
+                     f"against the target of {target} s: **{_verdict(met)}** (its CPU time, "
+                     f"{dvc['cpu_seconds']:.0f} s, is {cpu} it).")  # fmt: skip
+    text = table(["what", "time"], rows)
+    prose = " ".join(notes) + " Wall times on a shared machine are upper bounds. Measured by:"
+    return (f"{text}\n\n{textwrap.fill(prose, 95, break_on_hyphens=False)}\n\n"
+            f"{_ladder_sources(r, ['steps', 'mnist', 'digits'])}")  # fmt: skip
+
+
+def ladder_accuracy(r: dict) -> str:
+    """docs/ladder.md's accuracy table (MNIST, short schedules) and the digits Ladder's test
+    accuracy against its baselines, from benchmarks/ladder.py's parts."""
+    from benchmarks.ladder import SETTINGS
+
+    _, settings, digits = _ladder_parts(r)
+    measured = list(settings.values())
+    small = f"{measured[0]['val_labels']} labels" if measured else "few labels"
+    every = f"all {measured[0]['n_val']}" if measured else "all"
+    lines = [f"| model | epochs | validation accuracy, {small} | validation accuracy, {every} | "
+             "test accuracy |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name in SETTINGS:
+        if (x := settings.get(name)) is None:
+            lines.append(f"| {_ladder_setting(name, None)} | – | {NOT_MEASURED} | "
+                         f"{NOT_MEASURED} | {NOT_MEASURED} |")  # fmt: skip
+            continue
+        places = 2 if x["val_labels"] <= 100 else 4
+        lines.append(f"| {_ladder_setting(name, x)} (`{' '.join(x['overrides'])}`) | "
+                     f"{x['epochs']} | {x['val_labels_accuracy']:.{places}f} | "
+                     f"{x['val_accuracy']:.4f} | {x['test_accuracy']:.4f} |")  # fmt: skip
+    notes = []
+    if measured:
+        x = measured[0]
+        best = max(settings, key=lambda m: settings[m]["test_accuracy"])
+        b = settings[best]
+        gap = b["test_accuracy"] - LADDER_PAPER
+        notes.append(
+            f"MNIST with {x['val_labels']} labels ({x['labels_per_class']} per class, seed "
+            f"{x['seed']}) and shortened schedules: one seed of one short run each; the test "
+            f"column (the {x['n_test']} test images) chose nothing. The paper reports "
+            f"{LADDER_PAPER} test accuracy (1.06 % error) for the full MLP Ladder with 100 labels "
+            f"after 150 epochs; the best here, the {_ladder_setting(best, b)}, reaches "
+            f"{b['test_accuracy']:.4f} after {_n(b['epochs'], 'epoch')}, "
+            f"{abs(gap):.4f} {'below' if gap < 0 else 'above'} it."
+        )
+    else:
+        notes.append(f"MNIST: {NOT_MEASURED}.")
+    if digits is None:
+        notes.append(f"Digits (`experiment=digits_ladder`): {NOT_MEASURED}.")
+    else:
+        t = digits["train"]
+        scores = {"the Ladder's classifier": t["test_accuracy"],
+                  "PCA with the same head": t["pca_test_accuracy"],
+                  "logistic regression on the raw pixels": t["raw_test_accuracy"],
+                  "the same network from scratch": t["scratch_test_accuracy"]}  # fmt: skip
+        top = max(scores, key=scores.__getitem__)
+        notes.append(
+            f"On digits (`{t['command']}`: {t['labels_per_class']} labels per class, seed "
+            f"{t['seed']}, {t['epochs']} epochs), the Ladder's classifier reaches test accuracy "
+            f"{t['test_accuracy']:.4f} (validation {t['val_accuracy']:.4f} on all the validation "
+            f"images); with the same labels, PCA with the same head reaches "
+            f"{t['pca_test_accuracy']:.4f}, logistic regression on the raw pixels "
+            f"{t['raw_test_accuracy']:.4f}, and the same network trained from scratch "
+            f"{t['scratch_test_accuracy']:.4f}. The highest of the four is {top}'s."
+        )
+    prose = textwrap.fill(" ".join(notes) + " Measured by:", 95, break_on_hyphens=False)
+    return "\n".join(lines) + f"\n\n{prose}\n\n{_ladder_sources(r, ['mnist', 'digits'])}"
 
 
 BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
@@ -799,11 +1089,14 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "mnist-table": ("benchmarks/results/mnist_accuracy.json", mnist_table),
     "mnist-reading": ("benchmarks/results/mnist_accuracy.json", mnist_reading),
     "ci-times": ("benchmarks/results/ci.json", ci_times),
+    "repro-check": ("benchmarks/results/ci.json", repro_check),
     "few-labels-table": ("benchmarks/results/mnist_few_labels.json", few_labels_table),
     "few-labels-answer": ("benchmarks/results/mnist_few_labels.json", few_labels_answer),
     "few-labels-reading": ("benchmarks/results/mnist_few_labels.json", few_labels_reading),
+    "few-labels-seeds": ("benchmarks/results/mnist_few_labels.json", few_labels_seeds),
     "few-labels-time": ("benchmarks/results/mnist_few_labels.json", few_labels_time),
     "search-pruners": ("benchmarks/results/digits_search.json", search_pruners),
+    "search-grid": ("benchmarks/results/digits_search_grid.json", search_grid),
     "sweep-load": ("benchmarks/results/sweep_load.json", sweep_load),
     "budget-intro": ("benchmarks/results/mnist_label_budget.json", budget_intro),
     "budget-table": ("benchmarks/results/mnist_label_budget.json", budget_table),
@@ -819,6 +1112,8 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "startup": ("benchmarks/results/startup.json", startup),
     "evaluation-raw": ("benchmarks/results/evaluation.json", evaluation_raw),
     "evaluation-tsne": ("benchmarks/results/evaluation.json", evaluation_tsne),
+    "ladder-speed": ("benchmarks/results/ladder.json", ladder_speed),
+    "ladder-accuracy": ("benchmarks/results/ladder.json", ladder_accuracy),
 }
 
 
@@ -860,7 +1155,7 @@ def _commands(path: Path) -> str:
     r = json.loads(path.read_text())
     if "command" in r:
         return f"`{r['command']}`"
-    entries = [x for key in ("rows", "tiers") if isinstance(r.get(key), dict)
+    entries = [x for key in ("rows", "tiers", "parts") if isinstance(r.get(key), dict)
                for x in r[key].values()]  # fmt: skip
     commands = dict.fromkeys(x["command"] for x in entries if "command" in x)
     return ", ".join(f"`{c}`" for c in commands) or "`dvc repro`"

@@ -7,8 +7,9 @@ For each pruner and sampler seed: how many trials the search needs to come withi
 any search here reached), how long that took, its whole wall time and its pruned trials; the
 grid's beside (points in its order). Every command gets its own MLflow store, cache and sweep
 folder, so nothing (autoencoders, baselines) is shared between runs. The table and every run's
-trials go to benchmarks/results/digits_search.json (docs/search.md's table: python -m
-benchmarks.publish).
+trials go to benchmarks/results/digits_search_grid.json when the reference is the grid's best
+(docs/search.md's TPE-against-the-grid table), to digits_search.json with --no-grid (its
+pruner table); python -m benchmarks.publish renders both.
 
 Usage: python benchmarks/search.py [--pruners median,hyperband] [--seeds 0,1,2] [--trials 20]
        [--no-grid | --grid-best 0.98] [override ...]
@@ -27,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import ROOT, header, meta, table, write_results  # noqa: E402
 
-RESULTS_NAME = "digits_search"
+RESULTS = {"grid": "digits_search_grid", "searches": "digits_search"}  # by reference_from
 GRID = ["bottleneck=4,8,16,32,64", "dropout=0.0,0.2,0.4,0.6"]
 
 
@@ -120,10 +121,10 @@ def main() -> None:
     for r in runs:
         r["best"] = max(v for v, _ in r["values"] if v is not None)
         r["reached"] = [list(reached(r["values"], best - t)) for t in tolerances]
-    values = {"reference": best, "reference_from": "searches" if args.no_grid else "grid",
-              "tolerances": tolerances, "trials": args.trials, "overrides": args.overrides,
-              "runs": runs}  # fmt: skip
-    write_results(RESULTS_NAME, values, started)
+    source = "searches" if args.no_grid else "grid"
+    values = {"reference": best, "reference_from": source, "tolerances": tolerances,
+              "trials": args.trials, "overrides": args.overrides, "runs": runs}  # fmt: skip
+    write_results(RESULTS[source], values, started)
     columns = ["run", "trials", "pruned", "wall time (s)", "best val accuracy"]
     for t in tolerances:
         columns += [f"trials to >= {best - t:.4f}", f"seconds to >= {best - t:.4f}"]

@@ -36,14 +36,21 @@ def module_of(code: Code) -> str:
     return name.removeprefix("src.")
 
 
-PARSING = threading.Lock()  # CPython 3.11's ast.parse is not safe in two threads at once
+PARSING = threading.Lock()
+
+
+@functools.cache
+def import_closure(module: str) -> tuple[str, ...]:
+    """imports.closure(module), sorted: read with ast once per process. CPython 3.11's compiler
+    can fail ("AST constructor recursion depth mismatch") when two threads compile at once, an
+    import's compile included: read it before starting threads (evaluate.code_maps does)."""
+    with PARSING:
+        return tuple(sorted(imports.closure(module)))
 
 
 def code_md5(code: Code) -> dict[str, str]:
     """md5 of the file of every src module in the import closure of `code`'s module."""
-    with PARSING:
-        closure = sorted(imports.closure(module_of(code)))
-    return {m: file_md5(imports.path_of(m)) for m in closure}
+    return {m: file_md5(imports.path_of(m)) for m in import_closure(module_of(code))}
 
 
 def filled(folder: Path, compute: Callable[[Path], None]) -> Path:

@@ -152,6 +152,13 @@ def _private_mlflow_store(tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = old
 
 
+@pytest.fixture(autouse=True)
+def _no_experiment_of_an_earlier_test():
+    """mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID into os.environ: a process that a
+    later test starts on another store would look for that experiment there (seen in CI)."""
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
 # PostgreSQL comes from Debian's `postgresql` package (.ci/run installs it when absent) and runs
 # on loopback as its own `postgres` user under a temporary data folder.
 def _pg_bin() -> Path:

@@ -194,3 +194,29 @@ def test_changed_pretrain_setting_never_reuses_a_stale_autoencoder(tmp_path, dig
     assert len(calls) == 2
     point("pretrain.epochs=2", "sweep.reuse_autoencoder=false")
     assert len(calls) == 3
+
+
+def test_t_sne_threads_read_no_source_the_keys_are_read_before(digits, tmp_path, monkeypatch):
+    """CPython 3.11's compiler can fail when two threads compile at once ("AST constructor
+    recursion depth mismatch", seen in CI): the cache keys' import closure is read with ast in
+    the calling thread, before evaluate's two t-SNE threads start, and once per process."""
+    from src import baselines, evaluate, models
+
+    readers = []
+    real = imports.src_imports
+
+    def src_imports(module, src=imports.SRC):
+        readers.append(threading.current_thread() is threading.main_thread())
+        return real(module, src)
+
+    monkeypatch.setattr(imports, "src_imports", src_imports)
+    cache.import_closure.cache_clear()
+    autoencoder, _ = models.build_autoencoder((8, 8, 1), 2, [16])
+    loaded = {"autoencoder": autoencoder, "autoencoder_md5": "x",
+              "pca": baselines.fit_pca(digits["x_train"], 2)}  # fmt: skip
+    cfg = make_cfg("evaluate.tsne_max_samples=60", "bottleneck=2")
+    maps = evaluate.code_maps(cfg, digits, loaded, Cache(tmp_path))
+    assert maps["maps"]["autoencoder"].shape == (60, 2) and len(list(tmp_path.iterdir())) == 2
+    assert readers and all(readers)  # read, and only in the calling thread
+    cache.code_md5(evaluate.code_maps)
+    assert len(readers) == len(cache.import_closure(cache.module_of(evaluate)))  # not again

@@ -109,3 +109,8 @@ def test_dvc_lock_matches_the_code_and_params_so_a_fresh_clone_has_nothing_to_re
             if here != value:
                 stale.append(f"{stage}: params {key}")
     assert not stale, f"dvc.lock is stale (run dvc repro and commit dvc.lock): {stale}"
+
+
+def test_readme_stays_a_newcomers_page_of_at_most_250_lines():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move depth to docs/"

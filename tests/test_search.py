@@ -208,6 +208,26 @@ def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
     assert len(counted(trials)) == 2
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_retried(tmp_path):
+    """Killed between ask() and its first heartbeat, a worker left a RUNNING trial that Optuna's
+    fail_stale_trials never fails: after the grace period it is failed and retried all the same."""
+    import optuna
+
+    sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1",
+                       "hydra.sweeper.grace_period=1")  # fmt: skip
+    url, name = OptunaStudy(sweeper.config).url, OptunaStudy(sweeper.config).name
+    created = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    dead = created.ask({"bottleneck": optuna.distributions.IntDistribution(2, 64, log=True),
+                      "dropout": optuna.distributions.FloatDistribution(0, 0.6)})  # fmt: skip
+    time.sleep(2)  # older than the grace period, and no heartbeat ever
+    sweeper.sweep([])
+    trials = OptunaStudy(sweeper.config).load().trials
+    assert trials[0].state.name == "FAIL" and 0 not in sweeper.launcher.jobs
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state.name == "COMPLETE" and retry.params == dead.params
+    assert len(counted(trials)) == 2 and all(t.state.name != "RUNNING" for t in trials)
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """A folder after a 4-trial TPE search in this process (pruning on, not before epoch 20),

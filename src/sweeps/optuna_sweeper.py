@@ -155,6 +155,34 @@ def asked(study: Any, space: dict[str, Any], storage: Any, interval: int | None)
     return trial
 
 
+def fail_unbeaten(study: Any, storage: Any) -> None:
+    """Fail, and retry through the storage's stale-trial callback, the RUNNING trials older than
+    the grace period that never recorded a heartbeat: their worker died between ask() creating
+    the trial and its first beat, and Optuna's fail_stale_trials skips trials without one (in
+    CI every worker then waited for such a trial until killed)."""
+    from datetime import datetime, timedelta
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    grace = timedelta(seconds=storage.grace_period or 2 * storage.heartbeat_interval)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    old = {t._trial_id for t in running if datetime.now() - t.datetime_start > grace}
+    if not old:
+        return
+    with _create_scoped_session(storage.scoped_session) as session:
+        beaten = models.TrialHeartbeatModel.trial_id.in_(old)
+        old -= {row.trial_id for row in session.query(models.TrialHeartbeatModel).filter(beaten)}
+    for trial_id in sorted(old):
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial_id))
+        except UpdateFinishedTrialError:  # another worker failed it first
+            pass
+
+
 def next_trial(study: Any, space: dict[str, Any], n_trials: int, storage: Any,
                interval: int | None) -> Any:  # fmt: skip
     """The next trial while the study has trials to run (a retry first); None when it has none,
@@ -165,6 +193,7 @@ def next_trial(study: Any, space: dict[str, Any], n_trials: int, storage: Any,
     while True:
         if interval is not None:
             fail_stale_trials(study)
+            fail_unbeaten(study, storage)
         trials = counted(study.get_trials(deepcopy=False))
         states = Counter(t.state for t in trials)
         if states[TrialState.WAITING] or len(trials) < n_trials:
