@@ -392,9 +392,10 @@ def repro_check(r: dict) -> str:
         else f"`git status` showed {len(files)} changed: {', '.join(f'`{f}`' for f in files)}"
     )
     failed = "" if x["exit_code"] == 0 else f" and failed with exit code {x['exit_code']}"
-    return (f"`python benchmarks/ci.py --repro` ran README's first command in a clean clone of "
+    text = (f"`python benchmarks/ci.py --repro` ran README's first command in a clean clone of "
             f"{x['commit']} ({x['date']}, {x['machine']}): its install, then `dvc repro`, "
-            f"which took {_minutes(x['seconds'])}{failed}; {after}.\n")  # fmt: skip
+            f"which took {_minutes(x['seconds'])}{failed}; {after}.")  # fmt: skip
+    return textwrap.fill(text, 95, break_on_hyphens=False) + "\n"
 
 
 def mnist_answer(r: dict) -> str:
