@@ -1152,12 +1152,19 @@ def publish(root: Path = ROOT, check: bool = False) -> list[str]:
 
 
 def _commands(path: Path) -> str:
-    """The command(s) that wrote a results file: its own, or each entry's (rows, tiers)."""
+    """The command(s) that wrote a results file: its own and those of its entries (rows,
+    tiers, parts) and added parts (the label budget's Ladder rows)."""
     r = json.loads(path.read_text())
-    if "command" in r:
-        return f"`{r['command']}`"
-    entries = [x for key in ("rows", "tiers", "parts") if isinstance(r.get(key), dict)
-               for x in r[key].values()]  # fmt: skip
+    entries = [
+        r,
+        *(
+            x
+            for key in ("rows", "tiers", "parts")
+            if isinstance(r.get(key), dict)
+            for x in r[key].values()
+        ),
+        *(x for x in r.values() if isinstance(x, dict)),
+    ]
     commands = dict.fromkeys(x["command"] for x in entries if "command" in x)
     return ", ".join(f"`{c}`" for c in commands) or "`dvc repro`"
 
