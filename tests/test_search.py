@@ -187,7 +187,11 @@ def test_pruned_and_failed_jobs_become_pruned_and_failed_trials(tmp_path):
     assert OptunaStudy(sweeper.config).load().trials[2].state.name == "FAIL"
 
 
-def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
+@pytest.mark.parametrize("beat", [True, False], ids=["after_its_first_heartbeat", "before"])
+def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path, beat):
+    """A worker died with its trial RUNNING, its last heartbeat older than the grace period; or
+    killed between ask() and its first heartbeat, which Optuna's fail_stale_trials never fails:
+    either way the trial is failed and retried with its parameters."""
     import optuna
 
     sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1",
@@ -196,30 +200,11 @@ def test_a_trial_whose_worker_died_is_retried_with_its_parameters(tmp_path):
     created = optuna.create_study(study_name=name, storage=url, direction="maximize")
     dead = created.ask({"bottleneck": optuna.distributions.IntDistribution(2, 64, log=True),
                       "dropout": optuna.distributions.FloatDistribution(0, 0.6)})  # fmt: skip
-    with warnings.catch_warnings():  # heartbeats are experimental in Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RDBStorage(url, heartbeat_interval=1).record_heartbeat(dead._trial_id)
-    time.sleep(2)  # its worker "died": no heartbeat since
-    sweeper.sweep([])
-    trials = OptunaStudy(sweeper.config).load().trials
-    assert trials[0].state.name == "FAIL" and sweeper.launcher.jobs[0] != 0
-    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
-    assert retry.state.name == "COMPLETE" and retry.params == dead.params
-    assert len(counted(trials)) == 2
-
-
-def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_retried(tmp_path):
-    """Killed between ask() and its first heartbeat, a worker left a RUNNING trial that Optuna's
-    fail_stale_trials never fails: after the grace period it is failed and retried all the same."""
-    import optuna
-
-    sweeper = _sweeper(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1",
-                       "hydra.sweeper.grace_period=1")  # fmt: skip
-    url, name = OptunaStudy(sweeper.config).url, OptunaStudy(sweeper.config).name
-    created = optuna.create_study(study_name=name, storage=url, direction="maximize")
-    dead = created.ask({"bottleneck": optuna.distributions.IntDistribution(2, 64, log=True),
-                      "dropout": optuna.distributions.FloatDistribution(0, 0.6)})  # fmt: skip
-    time.sleep(2)  # older than the grace period, and no heartbeat ever
+    if beat:
+        with warnings.catch_warnings():  # heartbeats are experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RDBStorage(url, heartbeat_interval=1).record_heartbeat(dead._trial_id)
+    time.sleep(2)  # its worker "died": no heartbeat for longer than the grace period
     sweeper.sweep([])
     trials = OptunaStudy(sweeper.config).load().trials
     assert trials[0].state.name == "FAIL" and 0 not in sweeper.launcher.jobs
