@@ -290,12 +290,7 @@ def budget_reading(r: dict) -> str:
 def _joint_vs_tuned(ladder: dict, tuned: dict) -> str:
     """The Ladder's mean and interval against the fine-tuned autoencoder's (their seeds differ
     in number, and the results keep no per-seed values: no paired test between the two)."""
-
-    def mean_ci(x: dict) -> str:
-        low, high = _f(x["test_accuracy_ci_low"]), _f(x["test_accuracy_ci_high"])
-        return f"{_f(x['test_accuracy_mean'])} [{low}, {high}]"
-
-    return f"{mean_ci(ladder)} against fine-tuned's {mean_ci(tuned)}"
+    return f"{_mean_ci(ladder, 3)} against fine-tuned's {_mean_ci(tuned, 3)}"
 
 
 def budget_answer(r: dict) -> str:
